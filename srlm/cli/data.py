@@ -1,0 +1,5 @@
+"""CLI group 'data' (owner fills in)."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""CLI group 'eval' (owner fills in)."""
+
+
+def register(subparsers) -> None:
+    pass

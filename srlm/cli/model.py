@@ -1,0 +1,5 @@
+"""CLI group 'model' (owner fills in)."""
+
+
+def register(subparsers) -> None:
+    pass

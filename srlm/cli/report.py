@@ -1,0 +1,5 @@
+"""CLI group 'report' (owner fills in)."""
+
+
+def register(subparsers) -> None:
+    pass

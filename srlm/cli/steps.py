@@ -1,0 +1,5 @@
+"""CLI group 'steps' (owner fills in)."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,68 @@
+"""One interface over every generation backend (vLLM on Ray, transformers), with one output shape."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Sequence, Union
+
+# A request is either chat messages (the backend applies the model's chat template with a generation prompt)
+# or a raw string (sent to the model as-is, no template).
+ChatMessages = list[dict[str, str]]
+Request = Union[ChatMessages, str]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 512
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Completion:
+    """The n samples for one request, in sample order."""
+
+    texts: list[str]
+    num_tokens: list[int]
+    finish_reasons: list[str]  # "stop" or "length" per sample
+    prompt_tokens: int = 0
+
+
+@dataclass
+class GenerationStats:
+    requests: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.output_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class GenerationBackend(ABC):
+    """Open once per step, generate many times, close to release engines and memory before the next step."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
+        """Return one Completion per request, in request order."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Shut engines down and free (GPU) memory. Idempotent."""
+
+    @property
+    def stats(self) -> GenerationStats:
+        return getattr(self, "_stats", GenerationStats())
+
+    def __enter__(self) -> "GenerationBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,6 @@
+"""Shared pytest fixtures live in tests/fixtures/<area>.py, one module per owner, loaded as plugins."""
+
+pytest_plugins = [
+    "tests.fixtures.store",  # tmp_store, s3_server (moto ThreadedMotoServer), s3_store
+    "tests.fixtures.models",  # tiny_model_dir (random-initialised, SmolLM2 architecture + tokenizer family)
+]
