@@ -1,0 +1,275 @@
+"""Head-to-head evaluation of two systems on the same prompts, judged pairwise in both orders.
+
+A system is either a model (generate its responses here: greedy by default, or the config's sampling) or
+responses that already exist (a `candidates` table, whose first candidate per prompt is used, or an
+AlpacaEval-style outputs file with instruction/output). The result is an `annotations` table with system B as
+output_1 (the baseline) and system A as output_2, so `srlm eval winrate` reads it as "A's win rate against B",
+and the summary the paper's head-to-head figure shows: A wins %, tie %, B wins %.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pyarrow as pa
+
+from srlm.errors import DataError
+from srlm.evaluation.pairwise import PairToJudge, judge_pairs, load_pairwise_template
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TABLE_SCHEMAS = ("candidates", "annotations")
+PROMPT_TABLE_SCHEMAS = ("prompts", "candidates", "eval_groups", "annotations")
+
+
+@dataclass
+class System:
+    """One side of the comparison: `responses` maps prompt -> response once known."""
+
+    label: str
+    spec: str
+    kind: str  # "model" or "outputs"
+    responses: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Head2HeadResult:
+    a: str
+    b: str
+    judge: str
+    n: int
+    a_wins: int
+    ties: int
+    b_wins: int
+    order_parse_rate: float | None
+    order_agreement: float | None
+    annotations: pa.Table | None = None
+    annotations_uri: str | None = None
+
+    @property
+    def a_win_pct(self) -> float:
+        return 100.0 * self.a_wins / self.n if self.n else float("nan")
+
+    @property
+    def tie_pct(self) -> float:
+        return 100.0 * self.ties / self.n if self.n else float("nan")
+
+    @property
+    def b_win_pct(self) -> float:
+        return 100.0 * self.b_wins / self.n if self.n else float("nan")
+
+    def to_dict(self) -> dict:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "judge": self.judge,
+            "n": self.n,
+            "a_wins": self.a_wins,
+            "ties": self.ties,
+            "b_wins": self.b_wins,
+            "a_win_pct": self.a_win_pct,
+            "tie_pct": self.tie_pct,
+            "b_win_pct": self.b_win_pct,
+            "order_parse_rate": self.order_parse_rate,
+            "order_agreement": self.order_agreement,
+            "annotations_uri": self.annotations_uri,
+        }
+
+    def to_text(self) -> str:
+        width = 40
+        bar_a = round(width * self.a_wins / self.n) if self.n else 0
+        bar_b = round(width * self.b_wins / self.n) if self.n else 0
+        bar = "A" * bar_a + "." * max(0, width - bar_a - bar_b) + "B" * bar_b
+        parse = f"{100 * self.order_parse_rate:.1f}%" if self.order_parse_rate is not None else "n/a"
+        agree = f"{100 * self.order_agreement:.1f}%" if self.order_agreement is not None else "n/a"
+        lines = [
+            f"head-to-head on {self.n} prompts, judge {self.judge}",
+            f"  A = {self.a}",
+            f"  B = {self.b}",
+            f"  A wins {self.a_win_pct:5.1f}%   tie {self.tie_pct:5.1f}%   B wins {self.b_win_pct:5.1f}%",
+            f"  [{bar}]",
+            f"  verdicts parsed: {parse} of orders; both orders agree: {agree} of prompts",
+        ]
+        if self.annotations_uri:
+            lines.append(f"  annotations: {self.annotations_uri}")
+        return "\n".join(lines)
+
+
+def load_prompts(source: str) -> list[str]:
+    """Prompts from a store table (prompts, candidates, eval_groups, annotations) or a .json/.jsonl/.txt file."""
+    path = _local(source)
+    if path is not None and path.is_file():
+        if path.suffix == ".txt":
+            return _unique(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        return _unique(_prompt_of(r, f"{path}: record {i}") for i, r in enumerate(_records(path)))
+    table, schema_name = _read_store_table(source, PROMPT_TABLE_SCHEMAS)
+    if schema_name == "eval_groups":
+        # The prompt of a group is its last user turn; single-turn groups only (the judge sees one instruction).
+        prompts = []
+        for messages in table.column("prompt_messages").to_pylist():
+            if len(messages) == 1 and messages[0]["role"] == "user":
+                prompts.append(messages[0]["content"])
+        return _unique(prompts)
+    column = "instruction" if schema_name == "annotations" else "prompt"
+    return _unique(table.column(column).to_pylist())
+
+
+def load_outputs(source: str) -> dict[str, str]:
+    """prompt -> response from a candidates / annotations table or an outputs file (instruction + output)."""
+    path = _local(source)
+    if path is not None and path.is_file():
+        out: dict[str, str] = {}
+        for i, record in enumerate(_records(path)):
+            where = f"{path}: record {i}"
+            response = record.get("output", record.get("response"))
+            if not isinstance(response, str):
+                raise DataError(f"{where}: field 'output' (or 'response') must be a string")
+            out.setdefault(_prompt_of(record, where), response)
+        return out
+    table, schema_name = _read_store_table(source, OUTPUT_TABLE_SCHEMAS)
+    if schema_name == "annotations":  # the model side of existing annotations
+        return dict(zip(table.column("instruction").to_pylist(), table.column("output_2").to_pylist()))
+    rows = sorted(table.select(["prompt", "candidate_index", "response"]).to_pylist(), key=lambda r: r["candidate_index"])
+    out = {}
+    for row in rows:
+        out.setdefault(row["prompt"], row["response"])
+    return out
+
+
+def is_outputs_source(spec: str) -> bool:
+    """Whether `spec` names existing responses (a file or a committed table) rather than a model."""
+    path = _local(spec)
+    if path is not None and path.is_file():
+        return path.name.endswith((".json", ".json.gz", ".jsonl", ".jsonl.gz", ".parquet"))
+    from srlm.store import artifacts
+
+    try:
+        if not artifacts.is_committed(spec):
+            return False
+        manifest = artifacts.read_manifest(spec)
+    except Exception:  # an alias or hub id is not a store URI at all
+        return False
+    return manifest.kind == "table" and manifest.schema_name in OUTPUT_TABLE_SCHEMAS
+
+
+def generate_responses(
+    backend, prompts: Sequence[str], *, temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 512
+) -> list[str]:
+    from srlm.generation.base import Sampling
+
+    sampling = Sampling(n=1, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    completions = backend.generate([[{"role": "user", "content": p}] for p in prompts], sampling)
+    return [c.texts[0] if c.texts else "" for c in completions]
+
+
+def compare(a: System, b: System, prompts: Sequence[str], judge, *, template: str | None = None) -> Head2HeadResult:
+    """Judge A against B on `prompts` (both must hold a response for every prompt)."""
+    missing = [p for p in prompts if p not in a.responses or p not in b.responses]
+    if missing:
+        raise DataError(f"{len(missing)} prompt(s) lack a response from A or B, e.g. {missing[0][:80]!r}")
+    pairs = [PairToJudge(p, b.responses[p], a.responses[p], generator_1=b.label, generator_2=a.label) for p in prompts]
+    table, stats = judge_pairs(pairs, judge, template=template or load_pairwise_template())
+    prefs = table.column("preference").to_pylist()
+    return Head2HeadResult(
+        a=a.label,
+        b=b.label,
+        judge=judge.name,
+        n=len(prefs),
+        a_wins=sum(1 for p in prefs if p == 2.0),
+        ties=sum(1 for p in prefs if p == 1.5),
+        b_wins=sum(1 for p in prefs if p == 1.0),
+        order_parse_rate=stats["order_parse_rate"],
+        order_agreement=stats["order_agreement"],
+        annotations=table,
+    )
+
+
+def fill_responses(
+    systems: Sequence[System],
+    prompts: Sequence[str],
+    open_model: Callable[[System], object],
+    *,
+    keep_open: System | None = None,
+    sampling: dict | None = None,
+) -> object | None:
+    """Generate responses for model systems, one backend at a time; returns `keep_open`'s backend, still open
+    (so a self-judging model is not loaded twice), or None."""
+    kept = None
+    # The system whose backend stays open goes last, so two models are never in memory together.
+    for system in sorted(systems, key=lambda s: s is keep_open):
+        if system.kind != "model":
+            continue
+        backend = open_model(system)
+        try:
+            texts = generate_responses(backend, prompts, **(sampling or {}))
+        except BaseException:
+            backend.close()
+            raise
+        system.responses = dict(zip(prompts, texts))
+        if system is keep_open:
+            kept = backend
+        else:
+            backend.close()
+    return kept
+
+
+def _read_store_table(source: str, allowed: Sequence[str]) -> tuple[pa.Table, str]:
+    from srlm.store import artifacts
+
+    manifest = artifacts.read_manifest(source)
+    if manifest.schema_name not in allowed:
+        raise DataError(f"{source}: holds {manifest.schema_name!r} rows; expected one of {', '.join(allowed)}")
+    return artifacts.read_table(source, manifest.schema_name), manifest.schema_name
+
+
+def _records(path: Path) -> list[dict]:
+    name = path.name
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        if ".jsonl" in name:
+            records = []
+            for line_no, line in enumerate(handle, 1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from None
+            return records
+        try:
+            data = json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records")
+    return data
+
+
+def _prompt_of(record: dict, where: str) -> str:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object")
+    value = record.get("instruction", record.get("prompt"))
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{where}: field 'instruction' (or 'prompt') must be a non-empty string")
+    return value
+
+
+def _local(spec: str) -> Path | None:
+    if "://" in spec and not spec.startswith("file://"):
+        return None
+    return Path(spec.removeprefix("file://")).expanduser()
+
+
+def _unique(items) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)

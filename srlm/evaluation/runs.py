@@ -1,0 +1,55 @@
+"""Finding a run and its evaluation artifacts from what a user types (`--run URI` or `--store S --run NAME`)."""
+
+from __future__ import annotations
+
+from srlm.errors import ConfigError
+from srlm.store import artifacts
+from srlm.store.layout import RunLayout
+from srlm.store.uri import join_uri
+
+# Head-to-head / AlpacaEval annotations of a checkpoint are kept as eval "suite" annotations, one version per
+# comparison: <run>/eval/<checkpoint>/annotations/<name>.
+ANNOTATIONS_SUITE = "annotations"
+
+
+def layout_for(run: str, store: str | None = None) -> RunLayout:
+    """A RunLayout from a run URI (<store>/runs/<name>) or from a run name plus the store root."""
+    run = run.rstrip("/")
+    if "/" in run or "://" in run:
+        parent, _, name = run.rpartition("/")
+        root, _, runs = parent.rpartition("/")
+        if runs != "runs" or not name or not root:
+            raise ConfigError(f"--run {run}: expected a run URI of the form <store>/runs/<name> (or a run name with --store)")
+        return RunLayout(root=root, run=name)
+    if not store:
+        raise ConfigError(f"--run {run}: a run name needs the store root (--store or store.uri in the config)")
+    return RunLayout(root=store, run=run)
+
+
+def iterations_of(layout: RunLayout) -> list[int]:
+    """Iterations 1, 2, … that have any committed artifact, up to the first that has none."""
+    found = []
+    t = 1
+    while any(
+        artifacts.is_committed(uri)
+        for uri in (layout.prompts(t), layout.candidates(t), layout.judgments(t), layout.pairs(t))
+    ):
+        found.append(t)
+        t += 1
+    return found
+
+
+def annotations_uri(layout: RunLayout, checkpoint_id: str, name: str) -> str:
+    return layout.eval_result(checkpoint_id, ANNOTATIONS_SUITE, name)
+
+
+def annotation_artifacts(layout: RunLayout) -> list[tuple[str, str, str]]:
+    """(checkpoint_id, name, uri) of every committed annotations table in the run."""
+    from srlm.evaluation.results import _child_names
+
+    out = []
+    eval_root = join_uri(layout.run_uri, "eval")
+    for checkpoint in _child_names(eval_root):
+        for uri in artifacts.list_committed(layout.eval_result(checkpoint, ANNOTATIONS_SUITE, "")):
+            out.append((checkpoint, uri.rstrip("/").rsplit("/", 1)[-1], uri))
+    return out

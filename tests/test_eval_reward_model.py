@@ -1,0 +1,135 @@
+"""Reward-model metrics against human rankings, on groups whose answers are worked out by hand, and the
+`srlm eval reward-model` command end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow as pa
+import pytest
+
+from srlm.cli.main import main
+from srlm.evaluation.reward_model import (
+    RankedGroup,
+    RankedResponse,
+    groups_from_table,
+    judge_instruction,
+    reward_model_metrics,
+    score_groups,
+)
+from srlm.generation.base import Completion
+from srlm.judging.template import load_template
+from srlm.store.schemas import schema
+
+# (group, human rank, judge samples) — "x" is a judgment without a parsable score
+GROUPS = {
+    "g1": [(0, "5,5,5"), (1, "3,3,3"), (2, "4,4,4")],
+    "g2": [(0, "4,x,4"), (1, "4,4,4")],
+    "g3": [(0, "2,2,2"), (1, "x,x,x")],
+    "g4": [(0, "5,5,5"), (0, "5,5,5"), (1, "1,1,1")],
+    "g5": [(0, "3,3,3"), (1, "5,5,5")],
+}
+
+
+class ScoreEchoBackend:
+    """Answers each judge prompt with the scores written in the response under review ("scores:5,x,4")."""
+
+    def __init__(self):
+        self.requests = []
+        self.sampling = None
+
+    def generate(self, requests, sampling, progress=True):
+        self.requests.extend(requests)
+        self.sampling = sampling
+        out = []
+        for request in requests:
+            content = request[-1]["content"]
+            scores = re.search(r"<response>scores:([^<]*)</response>", content).group(1).split(",")
+            texts = ["I cannot say." if s == "x" else f"Fine answer.\nScore: {s}" for s in scores][: sampling.n]
+            out.append(Completion(texts=texts, num_tokens=[5] * len(texts), finish_reasons=["stop"] * len(texts)))
+        return out
+
+    def close(self):
+        pass
+
+
+def _groups() -> list[RankedGroup]:
+    return [
+        RankedGroup(gid, [{"role": "user", "content": f"question {gid}"}],
+                    [RankedResponse(f"{gid}-{i}", f"scores:{s}", rank) for i, (rank, s) in enumerate(rows)])
+        for gid, rows in GROUPS.items()
+    ]
+
+
+def test_metrics_match_hand_computed_values():
+    backend = ScoreEchoBackend()
+    groups = score_groups(_groups(), backend, template=load_template(), num_samples=3)
+    assert backend.sampling.n == 3 and len(backend.requests) == 12
+    assert "question g1" in backend.requests[0][0]["content"]
+    m = reward_model_metrics(groups)
+    # human-ordered pairs: g1 (1, 1, 0), g2 model tie 0.5, g4 (1, 1; its rank-0 tie is no pair), g5 0; g3 has one
+    # scored response only
+    assert m.n_pairs == 7
+    assert m.pairwise_accuracy == pytest.approx(4.5 / 7)
+    assert m.model_tie_rate == pytest.approx(1 / 7)
+    assert m.exact_match == pytest.approx(1 / 4)  # only g4 (ties match ties)
+    assert m.n_groups_ranked == 4
+    assert m.spearman == pytest.approx((0.5 + 0.0 + 1.0 - 1.0) / 4)  # g2's constant model scores count 0
+    assert m.kendall_tau == pytest.approx((1 / 3 + 0.0 + 1.0 - 1.0) / 4)
+    assert m.five_best == pytest.approx(3 / 4)  # perfect 5s: g1-0, g4-0, g4-1 are human-best; g5-1 is not
+    assert m.n_perfect_five == 4
+    assert m.best_scored_five == pytest.approx(2 / 5)
+    assert m.parse_rate == pytest.approx(32 / 36)
+    assert m.response_parse_rate == pytest.approx(11 / 12)
+    assert m.n_groups == 5
+
+
+def test_all_unparsed_gives_no_metrics_but_a_parse_rate():
+    groups = [RankedGroup("g", [{"role": "user", "content": "q"}], [RankedResponse("a", "r", 0, [None]), RankedResponse("b", "s", 1, [None])])]
+    m = reward_model_metrics(groups)
+    assert m.pairwise_accuracy is None and m.spearman is None and m.parse_rate == 0.0 and m.n_pairs == 0
+
+
+def test_multi_turn_instruction_keeps_the_conversation():
+    text = judge_instruction([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                              {"role": "user", "content": "and then?"}])
+    assert text.endswith("and then?") and "Assistant: hello" in text
+
+
+def _eval_groups_table() -> pa.Table:
+    rows = []
+    for gid, items in GROUPS.items():
+        for i, (rank, _) in enumerate(items):
+            rows.append({"group_id": gid, "prompt_messages": [{"role": "user", "content": f"Question {gid}?"}],
+                         "response_id": f"{gid}-{i}", "response": f"An answer {i}.", "human_rank": rank,
+                         "lang": "en", "source": "test"})
+    rows.append({"group_id": "deep", "prompt_messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                 {"role": "user", "content": "c"}], "response_id": "deep-0", "response": "d", "human_rank": 0,
+                 "lang": "en", "source": "test"})
+    return pa.Table.from_pylist(rows, schema=schema("eval_groups"))
+
+
+def test_groups_from_table_first_turns_only():
+    table = _eval_groups_table()
+    assert [g.group_id for g in groups_from_table(table)] == list(GROUPS)
+    assert [g.group_id for g in groups_from_table(table, first_turn_only=False)][-1] == "deep"
+
+
+def test_cli_reward_model_on_tiny_model(tiny_model_dir, tmp_store, capsys):
+    from srlm.store import artifacts
+
+    data = f"{tmp_store}/import"
+    artifacts.write_table(f"{data}/eval_groups", _eval_groups_table(), "eval_groups")
+    run = f"{tmp_store}/runs/demo"
+    args = ["eval", "reward-model", "--model", str(tiny_model_dir), "--data", data, "--samples", "2",
+            "--backend", "transformers", "--set", "judge.max_new_tokens=4", "--max-groups", "3",
+            "--run", run, "--checkpoint", "M0", "--json"]
+    assert main(args) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["n_groups"] == 3 and payload["num_samples"] == 2
+    assert 0.0 <= payload["parse_rate"] <= 1.0
+    table = artifacts.read_table(payload["recorded"], "eval_results")
+    assert "pairwise_accuracy" in table.column("metric").to_pylist()
+    assert main(args) == 0
+    assert "already committed" in capsys.readouterr().out
