@@ -1,0 +1,131 @@
+"""Loading a model for training (dropout, LoRA) and saving the result as a plain, loadable checkpoint."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from srlm.errors import ModelError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from srlm.config import LoraConfig
+
+log = logging.getLogger(__name__)
+
+# Config fields through which Hugging Face architectures expose training dropout. Llama (SmolLM2's architecture) has
+# only `attention_dropout` (on attention probabilities): it has no residual or MLP dropout to set, so the paper's
+# "dropout 0.1" becomes attention dropout there. Other architectures pick up whichever of these they define.
+DROPOUT_FIELDS = (
+    "attention_dropout",
+    "hidden_dropout",
+    "dropout",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attn_pdrop",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "activation_dropout",
+)
+
+
+def dropout_overrides(model_path: str, dropout: float) -> dict[str, float]:
+    """{field: dropout} for the dropout fields `model_path`'s config defines. They must be passed at load time:
+    modules read them when they are built, so changing the config afterwards does nothing."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    fields = {name: dropout for name in DROPOUT_FIELDS if isinstance(getattr(config, name, None), (int, float))}
+    if dropout > 0 and not fields:
+        log.warning("%s: its config has no dropout field srlm knows; training without dropout", model_path)
+    return fields
+
+
+def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{model_path}: cannot load its tokenizer: {exc}") from None
+    if not tokenizer.chat_template:
+        raise ModelError(f"{model_path}: the tokenizer has no chat template; srlm trains on chat-formatted data")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_for_training(model_path: str, dropout: float) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """The model in fp32 with training dropout set; also the config values to put back before saving, so a saved
+    checkpoint does not carry training-only settings into inference or the next training run."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    overrides = dropout_overrides(model_path, dropout)
+    original = {name: getattr(AutoConfig.from_pretrained(model_path), name) for name in overrides}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, **overrides)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{model_path}: cannot load the model: {exc}") from None
+    return model, original
+
+
+def load_reference(model_path: str) -> PreTrainedModel:
+    """A frozen, dropout-free reference model (DPO)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, **dropout_overrides(model_path, 0.0))
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def peft_config(lora: LoraConfig) -> Any:
+    """A peft LoraConfig, or None when LoRA is off."""
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def save_checkpoint(
+    model: Any, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, restore_config: dict[str, Any]
+) -> Path:
+    """Save a full Hugging Face checkpoint (safetensors) that transformers and vLLM load directly: LoRA adapters are
+    merged into a copy of the base weights, and training-only config values are put back."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plain = _merged_copy(model) if _is_peft(model) else model
+    saved_config = {name: getattr(plain.config, name) for name in restore_config}
+    for name, value in restore_config.items():
+        setattr(plain.config, name, value)
+    try:
+        plain.save_pretrained(out, safe_serialization=True)
+    finally:
+        for name, value in saved_config.items():
+            setattr(plain.config, name, value)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _is_peft(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
+
+
+def _merged_copy(model: Any) -> Any:
+    """Merge the adapters into a deep copy so training can go on with the adapters unmerged."""
+    return copy.deepcopy(model).merge_and_unload()
