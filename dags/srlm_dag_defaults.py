@@ -1,0 +1,146 @@
+"""What the srlm DAGs share: the models Asset, the GPU pool, retry policy, and the run-selecting params.
+
+Not a DAG file (listed in .airflowignore). Parse-time cheap: Airflow's SDK and the stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk import Asset, Param
+
+# dags/ lives in the repository (or the image's /opt/srlm); its parent holds the `operators` package and configs/.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.append(str(REPO_ROOT))
+
+# Every checkpoint srlm publishes (M0 from the seed DAG, M_t from an iteration) is an event on this asset; the
+# event's extra says which run, iteration and checkpoint URI. srlm_continue is scheduled on it.
+MODELS_ASSET = Asset(name="srlm_models", uri="srlm://models", group="model")
+
+# Generation engines and trainers hold a GPU each: the pool keeps Airflow from starting more than the GPUs Ray
+# has (make up creates it with 1 slot; size it to the cluster's GPUs).
+GPU_POOL = "srlm_gpu"
+
+START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+DEFAULT_ARGS = {
+    "owner": "srlm",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=1),
+    "retry_exponential_backoff": 2.0,  # 1 min, 2 min, 4 min … capped below
+    "max_retry_delay": timedelta(minutes=30),
+    "execution_timeout": timedelta(hours=6),
+}
+
+# Per-task time limits: long enough for the paper's sizes on one GPU, short enough to catch a hung engine.
+TIMEOUTS = {
+    "plan": timedelta(minutes=5),
+    "prompts": timedelta(hours=4),
+    "generate": timedelta(hours=8),
+    "judge": timedelta(hours=12),
+    "pairs": timedelta(minutes=30),
+    "sft": timedelta(hours=24),
+    "train": timedelta(hours=24),
+    "evaluate": timedelta(hours=4),
+    "checkpoints": timedelta(minutes=15),
+    "publish": timedelta(minutes=5),
+}
+
+# The config a trigger starts from unless it names another: SRLM_CONFIG (the Helm chart mounts the deployment's
+# config there), else the 2-core CPU quickstart config of the repository.
+DEFAULT_CONFIG = os.environ.get("SRLM_CONFIG", "configs/quickstart.yaml")
+
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# A local path, file://path, or s3://bucket[/prefix] (the store's schemes; anything else is refused at trigger).
+STORE_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|[^:]+)$"
+
+
+def run_params(*, config_path: str | None = DEFAULT_CONFIG) -> dict[str, Param]:
+    """Params that say which config, store and run a DAG run works on (shared by every srlm DAG)."""
+    return {
+        "config_path": Param(
+            config_path,
+            type=["null", "string"],
+            title="Config file",
+            description="srlm YAML config (relative paths resolve against the repository root). "
+            "Empty: the paper's defaults for every key.",
+        ),
+        "store_uri": Param(
+            None,
+            type=["null", "string"],
+            pattern=STORE_URI_PATTERN,
+            title="Store URI",
+            description="Artifact store root: a local path, file:///path, or s3://bucket/prefix. "
+            "Empty: store.uri from the config. S3 credentials come from the aws_default connection.",
+        ),
+        "run_name": Param(
+            "default",
+            type="string",
+            pattern=RUN_NAME_PATTERN,
+            title="Run name",
+            description="Artifacts live under <store>/runs/<run name>/. Letters, digits, '.', '_' and '-'.",
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Force",
+            description="Recompute outputs that are already committed (otherwise every step reuses them).",
+        ),
+    }
+
+
+def continuation_params() -> dict[str, Param]:
+    """Params that decide whether a published checkpoint starts the next iteration (see srlm_continue)."""
+    return {
+        "auto_continue": Param(
+            False,
+            type="boolean",
+            title="Continue automatically",
+            description="When this run publishes its checkpoint, trigger srlm_iteration for the next "
+            "iteration with the same settings.",
+        ),
+        "last_iteration": Param(
+            3,
+            type="integer",
+            minimum=1,
+            title="Last iteration",
+            description="Automatic continuation stops after this iteration (the paper trains M1 → M3).",
+        ),
+    }
+
+
+def build_plan(params: dict, *, iteration: int, model: str | None) -> dict:
+    """Resolve config + params into the run's plan (called inside a task, never at parse time).
+
+    A config error fails the task at once: retrying cannot fix a typo in a YAML file.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from srlm.errors import SrlmError
+    from srlm.orchestration.plan import plan_run
+
+    try:
+        return plan_run(params, iteration=iteration, model=model, search=(REPO_ROOT,)).to_dict()
+    except SrlmError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def published_event(
+    plan: dict, params: dict, *, iteration: int, checkpoint_uri: str, evaluation_uri: str | None
+) -> dict:
+    """The extra of a models-asset event: what was published, and the params a continuation inherits."""
+    from srlm.orchestration.plan import INHERITED_PARAMS
+
+    return {
+        "run": plan["config"]["run"]["name"],
+        "store_uri": plan["config"]["store"]["uri"],
+        "iteration": iteration,
+        "checkpoint_id": f"M{iteration}",
+        "checkpoint_uri": checkpoint_uri,
+        "evaluation_uri": evaluation_uri,
+        "params": {name: params[name] for name in INHERITED_PARAMS if name in params},
+    }

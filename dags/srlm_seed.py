@@ -1,0 +1,78 @@
+"""srlm_seed: the seed SFT — fine-tune the base model on IFT + EFT seed data into M0, evaluate it, publish it.
+
+Run once per run name, before srlm_iteration. With *Continue automatically*, publishing M0 triggers iteration 1
+(and each iteration the next, up to *Last iteration*) through srlm_continue.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param, task
+
+from srlm_dag_defaults import (
+    DEFAULT_ARGS,
+    GPU_POOL,
+    MODELS_ASSET,
+    START_DATE,
+    TIMEOUTS,
+    build_plan,
+    continuation_params,
+    published_event,
+    run_params,
+)
+
+from operators import SrlmStepOperator, TrainingJobOperator
+
+SEED_PARAMS = {
+    "base_model": Param(
+        None,
+        type=["null", "string"],
+        title="Base model",
+        description="The pretrained model to fine-tune: an alias (smollm2-135m), a local HF directory, a store URI "
+        "or a hub id. Empty: model.base from the config.",
+    ),
+    **run_params(),
+    **continuation_params(),
+}
+
+with DAG(
+    dag_id="srlm_seed",
+    description="Seed SFT on IFT + EFT data: base model → M0",
+    schedule=None,
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=SEED_PARAMS,
+    tags=["srlm"],
+    doc_md=__doc__,
+) as dag:
+
+    @task(execution_timeout=TIMEOUTS["plan"], retries=0)
+    def plan(params: dict | None = None) -> dict:
+        """Resolve the config file and params; the base model param overrides model.base."""
+        return build_plan(params, iteration=0, model=params.get("base_model"))
+
+    run_plan = plan()
+
+    sft = TrainingJobOperator(
+        task_id="sft", step="sft", plan=run_plan, pool=GPU_POOL, execution_timeout=TIMEOUTS["sft"]
+    )
+    evaluate = SrlmStepOperator(
+        task_id="evaluate",
+        step="evaluate",
+        plan=run_plan,
+        inputs={"model": sft.output},
+        options={"checkpoint": "M0"},
+        execution_timeout=TIMEOUTS["evaluate"],
+    )
+
+    @task(outlets=[MODELS_ASSET], execution_timeout=TIMEOUTS["publish"])
+    def publish(plan: dict, checkpoint_uri: str, evaluation_uri: str, params: dict | None = None,
+                outlet_events=None) -> str:
+        """Announce M0 on the models asset (srlm_continue starts iteration 1 when asked to)."""
+        outlet_events[MODELS_ASSET].extra = published_event(
+            plan, params, iteration=0, checkpoint_uri=checkpoint_uri, evaluation_uri=evaluation_uri
+        )
+        return checkpoint_uri
+
+    publish(run_plan, sft.output, evaluate.output)

@@ -1,0 +1,153 @@
+"""End to end: `dag.test()` of srlm_seed → srlm_iteration → srlm_evaluate on the tiny model, every step a real Ray
+job on a real local Ray head, artifacts in a moto S3 store, TRL training for real.
+
+The tiny model has random weights, so the Ray jobs load a test stand-in (tests/fixtures/orchestration_shims) that
+lets generation run on the model and then substitutes what such a model cannot write (well-formed self-instruct
+tasks, `Score: N` verdicts). The generate task's first try crashes after committing its shards but before
+committing the table; the retry must resubmit, reuse the shards and leave exactly one copy of every candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.orchestration import SHIMS_DIR
+from tests.fixtures.store import FAKE_SECRET_ACCESS_KEY
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+RUN = "e2e"
+
+
+def write_seed_data(store: str) -> dict[str, str]:
+    from srlm.judging.template import load_template, render_judge_prompt
+    from srlm.store import RunLayout, artifacts
+    from srlm.store.uri import join_uri
+
+    qa = [("What is the capital of France?", "Paris."), ("Name a primary colour.", "Red."),
+          ("How many legs does a spider have?", "Eight."), ("Write a greeting.", "Hello there!"),
+          ("What is 2 + 2?", "4."), ("Give a synonym for happy.", "Joyful.")]
+    ift = [{"example_id": f"ift-{i}", "kind": "ift", "prompt_messages": [{"role": "user", "content": q}],
+            "completion": a} for i, (q, a) in enumerate(qa)]
+    template = load_template("additive_5pt")
+    eft = [{"example_id": f"eft-{i}", "kind": "eft",
+            "prompt_messages": [{"role": "user", "content": render_judge_prompt(template, "What is 2 + 2?", a)}],
+            "completion": f"Short justification.\nScore: {s}", "score": float(s)}
+           for i, (a, s) in enumerate([("4.", 5), ("5.", 1), ("It is four.", 4), ("Maths!", 1)])]
+    groups = [{"group_id": f"g{g}", "prompt_messages": [{"role": "user", "content": q}], "response_id": f"g{g}-r{r}",
+               "response": answer, "human_rank": r}
+              for g, q in enumerate(["Name a fruit.", "Say hi."])
+              for r, answer in enumerate(["A clear, correct answer.", "meh", "?"])]
+    uris = {"ift": join_uri(store, "data", "ift"), "eft": join_uri(store, "data", "eft")}
+    artifacts.write_table(uris["ift"], ift, "sft_examples")
+    artifacts.write_table(uris["eft"], eft, "sft_examples")
+    artifacts.write_table(RunLayout(store, RUN).eval_groups, groups, "eval_groups")
+    return uris
+
+
+def write_config(path: Path, tiny_model_dir: Path, cache: Path, seed: dict[str, str]) -> Path:
+    import yaml
+
+    config = {
+        "model": {"base": str(tiny_model_dir), "cache_dir": str(cache), "dtype": "float32"},
+        "seed_data": {"ift_uri": seed["ift"], "eft_uri": seed["eft"]},
+        "backend": {"backend": "transformers", "max_model_len": 1024},
+        "prompts": {"num_prompts": 4, "max_new_tokens": 8},
+        "generate": {"num_candidates": 3, "max_new_tokens": 12, "shard_size": 2},
+        "judge": {"num_samples": 2, "max_new_tokens": 8},
+        "sft": {"batch_size": 4, "per_device_batch_size": 2, "max_length": 768},
+        "dpo": {"batch_size": 4, "per_device_batch_size": 2, "max_length": 256},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def crash_once_wrapper(directory: Path) -> Path:
+    """An interpreter wrapper: its first use injects a crash before the sharded commit; later uses run normally."""
+    marker, wrapper = directory / "crashed-once", directory / "python-crash-once"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"if [ ! -e '{marker}' ]; then touch '{marker}'; export SRLM_TEST_CRASH_BEFORE_COMMIT=1; fi\n"
+        f"exec '{sys.executable}' \"$@\"\n"
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return wrapper
+
+
+def test_seed_iteration_and_evaluation_dags_end_to_end(
+    s3_store, tiny_model_dir, ray_head, run_dag, tmp_path, monkeypatch
+):
+    from srlm.orchestration.plan import plan_run
+    from srlm.orchestration.ray_jobs import MISSING, RayJobs, resubmission_id, submission_id
+    from srlm.orchestration.task import run_step
+    from srlm.store import RunLayout, artifacts
+    from srlm.training.registry import get_checkpoint
+
+    monkeypatch.setenv("SRLM_CACHE_DIR", str(tmp_path / "srlm-cache"))
+    seed = write_seed_data(s3_store)
+    config = write_config(tmp_path / "e2e.yaml", tiny_model_dir, tmp_path / "model-cache", seed)
+    conf = {"config_path": str(config), "store_uri": s3_store, "run_name": RUN}
+    env = {"RAY_JOBS_ADDRESS": ray_head.address, "SRLM_CACHE_DIR": str(tmp_path / "srlm-cache")}
+    job_env = {"PYTHONPATH": str(SHIMS_DIR), "SRLM_TEST_QUALITY_SHIM": "1", "SRLM_CACHE_DIR": env["SRLM_CACHE_DIR"]}
+    layout = RunLayout(s3_store, RUN)
+    jobs = RayJobs(ray_head.address)
+
+    # -- seed SFT → M0 ------------------------------------------------------------------------------------------
+    seeded, _ = run_dag("srlm_seed", conf, env=env, job_env=job_env)
+    assert seeded["state"] == "success", seeded["tasks"]
+    m0 = get_checkpoint(layout, "M0")
+    assert (m0.training, m0.iteration) == ("sft", 0) and seeded["xcoms"]["publish"] == m0.uri
+
+    # -- iteration 1, with the generate task crashing once mid-commit -------------------------------------------
+    wrapper = crash_once_wrapper(tmp_path)
+    result, output = run_dag(
+        "srlm_iteration", {**conf, "iteration": 1}, env=env, job_env=job_env, python={"generate": str(wrapper)}
+    )
+    assert result["state"] == "success", result["tasks"]
+    assert result["tasks"]["generate"]["try_number"] == 2
+    assert all(task["state"] == "success" for task in result["tasks"].values())
+
+    base = submission_id("srlm_iteration", result["run_id"], "generate")
+    assert [jobs.status(resubmission_id(base, n)) for n in range(3)] == ["FAILED", "SUCCEEDED", MISSING]
+    assert artifacts.read_manifest(layout.prompts(1)).total_rows == 4
+    candidates = artifacts.read_table(layout.candidates(1), "candidates")
+    ids = candidates.column("candidate_id").to_pylist()
+    assert len(ids) == 4 * 3 and len(set(ids)) == len(ids)  # every candidate once: no duplicate, no half shard
+    manifest = artifacts.read_manifest(layout.candidates(1))
+    assert manifest.total_rows == 12
+
+    m1 = get_checkpoint(layout, "M1")
+    assert (m1.training, m1.iteration, m1.parent_id) == ("dpo", 1, "M0")
+    xcoms = result["xcoms"]
+    assert xcoms["prompts"] == layout.prompts(1) and xcoms["generate"] == layout.candidates(1)
+    assert xcoms["judge"] == layout.judgments(1) and xcoms["pairs"] == layout.pairs(1)
+    assert xcoms["train"] == xcoms["publish"] == m1.uri
+    assert "[ray]" in output  # the jobs' logs are in the task logs
+    assert FAKE_SECRET_ACCESS_KEY not in output  # store credentials travelled to the jobs, never into a log
+
+    # -- evaluate every checkpoint registered today (what a backfill run for today does) ------------------------
+    tomorrow = (datetime.now(timezone.utc) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    evaluated, _ = run_dag("srlm_evaluate", conf, env=env, job_env=job_env, logical_date=tomorrow.isoformat())
+    assert evaluated["state"] == "success", evaluated["tasks"]
+    listed = [c["checkpoint_id"] for c in evaluated["xcoms"]["checkpoints"]]
+    assert listed == ["M0", "M1"]
+    assert {evaluated["tasks"][f"evaluate[{i}]"]["state"] for i in range(2)} == {"success"}
+    results = {}
+    for checkpoint in ("M0", "M1"):
+        uri = layout.eval_result(checkpoint, "reward_model", "v1")
+        results[checkpoint] = artifacts.read_manifest(uri).sha256
+    assert artifacts.is_committed(layout.eval_result("M0", "monitors", "v1"))  # iteration 1's data came from M0
+
+    # Evaluating again (a re-run of the same day) keeps every committed result as it is.
+    plan = plan_run({**conf, "config_path": str(config)}, iteration=1, model=None)
+    again = run_step(plan.spec("evaluate", options={"checkpoint": "M1"}))
+    assert again["results"]["reward_model"] == layout.eval_result("M1", "reward_model", "v1")
+    for checkpoint, sha in results.items():
+        assert artifacts.read_manifest(layout.eval_result(checkpoint, "reward_model", "v1")).sha256 == sha

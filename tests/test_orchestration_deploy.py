@@ -1,0 +1,129 @@
+"""Deployment files: the Helm chart lints and renders offline (helm-sdkpy, when a Python with it is available), the
+Dockerfiles copy only what exists, and `make up`'s script is valid shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHART = REPO_ROOT / "helm" / "srlm"
+
+LINT_SCRIPT = """
+import asyncio, json, sys
+import helm_sdkpy
+print("LINT " + json.dumps(asyncio.run(helm_sdkpy.Lint(helm_sdkpy.Configuration()).run(sys.argv[1]))))
+"""
+
+
+def helm_python() -> str | None:
+    """An interpreter that can import helm_sdkpy: $SRLM_HELM_PYTHON, /tmp/helmvenv (see the README), or this one."""
+    candidates = [os.environ.get("SRLM_HELM_PYTHON"), "/tmp/helmvenv/bin/python", sys.executable]
+    for candidate in filter(None, candidates):
+        if Path(candidate).exists() and subprocess.run(
+            [candidate, "-c", "import helm_sdkpy"], capture_output=True, timeout=60
+        ).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def lint(tmp_path_factory):
+    python = helm_python()
+    if python is None:
+        pytest.skip("helm-sdkpy is not installed (pip install --ignore-requires-python helm-sdkpy in a venv)")
+
+    def run(overrides: dict) -> dict:
+        """Lint (which renders every template) a copy of the chart whose values.yaml has `overrides` merged in."""
+        chart = tmp_path_factory.mktemp("chart") / "srlm"
+        shutil.copytree(CHART, chart)
+        values = yaml.safe_load((chart / "values.yaml").read_text())
+        (chart / "values.yaml").write_text(yaml.safe_dump(_merge(values, overrides)))
+        done = subprocess.run([python, "-c", LINT_SCRIPT, str(chart)], capture_output=True, text=True, timeout=300)
+        lines = [line for line in done.stdout.splitlines() if line.startswith("LINT ")]
+        assert lines, done.stdout[-2000:] + done.stderr[-2000:]
+        result = json.loads(lines[-1][len("LINT "):])
+        result["stderr"] = done.stderr
+        return result
+
+    return run
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def lint_errors(result: dict) -> list:
+    return [m for m in result.get("Messages") or [] if m.get("Severity", 0) >= 3]
+
+
+def render_warnings(result: dict) -> list[str]:
+    """Lint renders templates leniently: `required` and `fail` are logged (WARN / "funcMap fail"), not errors."""
+    return [line for line in result["stderr"].splitlines() if " WARN " in line or "funcMap fail" in line]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {
+            "training": {"backend": "kubernetes", "gpus": 2, "nodeSelector": {"gpu": "a100"}},
+            "store": {"existingSecret": "srlm-s3", "endpointUrl": "http://minio:9000"},
+            "airflow": {"externalDatabase": {"existingSecret": "airflow-db"}, "existingSecret": "airflow-keys"},
+            "postgresql": {"enabled": False},
+            "ray": {"enabled": False},
+            "images": {"pullSecrets": [{"name": "registry"}]},
+        },
+        {
+            "store": {"accessKeyId": "AKIAEXAMPLE", "secretAccessKey": "example"},
+            "srlmConfig": {"store": {"uri": "s3://x/y"}},
+        },
+    ],
+    ids=["defaults", "kubernetes-training-external-services", "static-credentials"],
+)
+def test_helm_chart_lints_and_renders(lint, overrides):
+    result = lint(overrides)
+    assert result["Errors"] is None and lint_errors(result) == [], result
+    assert render_warnings(result) == []
+
+
+def test_helm_chart_refuses_a_deployment_without_a_database(lint):
+    result = lint({"postgresql": {"enabled": False}})
+    assert any("Airflow needs a metadata database" in line for line in render_warnings(result)), result
+
+
+DOCKERFILES = sorted((REPO_ROOT / "docker").glob("Dockerfile.*[!e]"))  # not the .dockerignore files
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfiles_copy_only_what_the_repository_has(dockerfile):
+    sources = []
+    for line in dockerfile.read_text().splitlines():
+        match = re.match(r"^COPY\s+(?:--\S+\s+)*(.+)\s+\S+$", line.strip())
+        if match:
+            sources += match.group(1).split()
+    assert sources, f"{dockerfile.name} copies nothing"
+    for source in sources:
+        assert (REPO_ROOT / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text()
+    for source in sources:
+        top = source.split("/")[0]
+        assert f"!{top}" in ignore, f"{dockerfile.name}.dockerignore leaves {top} out of the build context"
+
+
+def test_make_up_script_is_valid_bash():
+    script = REPO_ROOT / "scripts" / "airflow_up.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "ray_head start" in text and "airflow standalone" in text and "pools set srlm_gpu" in text
