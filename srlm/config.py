@@ -67,6 +67,12 @@ class SeedDataConfig:
     ift_uri: str | None = _f(None, "IFT examples (sft_examples table). None: the seed set shipped with srlm.")
     eft_uri: str | None = _f(None, "EFT examples (sft_examples table). None: the seed set shipped with srlm.")
     eval_groups_uri: str | None = _f(None, "Human-ranked evaluation groups for reward-model metrics (optional).")
+    max_ift_examples: int | None = _f(
+        None, "Train the seed SFT on at most this many IFT examples (a seeded random subset). None: all."
+    )
+    max_eft_examples: int | None = _f(
+        None, "Train the seed SFT on at most this many EFT examples, drawn evenly across scores. None: all."
+    )
 
 
 @dataclass

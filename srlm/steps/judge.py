@@ -1,0 +1,132 @@
+"""Step `judge`: the model scores each candidate with the paper's additive 5-point rubric, K samples each.
+
+Every sample is stored with its raw text; the score is read from the judge's own final `Score: N` only
+(srlm.judging.parse). A judgment without one is kept with parse_ok = false and its reason, and counted in the
+parse rate — it is never turned into a score.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from srlm.errors import DataError
+from srlm.generation.base import Sampling
+from srlm.judging.parse import parse_score
+from srlm.judging.template import load_template, render_judge_prompt
+from srlm.steps.backends import BackendPool
+from srlm.steps.checkpoints import ModelRef
+from srlm.steps.context import StepContext, StepResult
+from srlm.steps.reuse import ShardRun, fingerprint, reuse_committed, run_sharded
+from srlm.steps.summary import StepSummary, format_rate, score_histogram
+from srlm.store import artifacts
+from srlm.store.schemas import schema
+
+STEP = "judge"
+
+
+def judge_request(template: str, prompt: str, response: str) -> list[dict[str, str]]:
+    """The judge sees the filled rubric as one user turn, exactly as the EFT seed examples present it."""
+    return [{"role": "user", "content": render_judge_prompt(template, prompt, response)}]
+
+
+def judge_candidates(
+    ctx: StepContext,
+    iteration: int,
+    *,
+    model: ModelRef,
+    backends: BackendPool,
+    candidates_uri: str | None = None,
+    out_uri: str | None = None,
+    force: bool = False,
+) -> StepResult:
+    """Sample `judge.num_samples` judgments per candidate; writes the `judgments` table (sharded, resumable)."""
+    cfg = ctx.config.judge
+    if cfg.num_samples < 1:
+        raise DataError(f"judge.num_samples: must be at least 1, got {cfg.num_samples}")
+    template = load_template(cfg.template)
+    candidates_uri = candidates_uri or ctx.layout.candidates(iteration)
+    out_uri = out_uri or ctx.layout.judgments(iteration)
+    inputs = {"candidates": fingerprint(candidates_uri), "model": model.as_input(), "template": _digest(template)}
+    producer = ctx.producer(STEP, iteration, cfg, inputs)
+    start = time.perf_counter()
+    if reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo) is not None:
+        return _finish(ctx, iteration, out_uri, ShardRun(), time.perf_counter() - start, reused=True)
+
+    candidates = artifacts.read_table(
+        candidates_uri, "candidates", columns=["prompt_id", "candidate_id", "prompt", "response"]
+    ).to_pylist()
+    sampling = Sampling(n=cfg.num_samples, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+
+    def make_shard(chunk: Sequence[dict], run: ShardRun) -> pa.Table:
+        backend = backends.get(model)
+        requests = [judge_request(template, c["prompt"], c["response"]) for c in chunk]
+        began = time.perf_counter()
+        completions = backend.generate(requests, sampling, progress=ctx.progress)
+        run.generate_seconds += time.perf_counter() - began
+        rows = []
+        for candidate, completion in zip(chunk, completions, strict=True):
+            for index, (text, tokens) in enumerate(zip(completion.texts, completion.num_tokens, strict=True)):
+                run.output_tokens += tokens
+                parsed = parse_score(text)
+                rows.append(
+                    {
+                        "prompt_id": candidate["prompt_id"],
+                        "candidate_id": candidate["candidate_id"],
+                        "sample_index": index,
+                        "judgment": text,
+                        "score": parsed.score,
+                        "parse_ok": parsed.ok,
+                        "parse_error": parsed.error,
+                        "judge_model": model.label,
+                    }
+                )
+        return pa.Table.from_pylist(rows, schema=schema("judgments"))
+
+    run = run_sharded(
+        out_uri,
+        candidates,
+        cfg.shard_size,
+        schema_name="judgments",
+        key_column="candidate_id",
+        key_of=lambda c: c["candidate_id"],
+        make_shard=make_shard,
+        producer=producer,
+        what=STEP,
+    )
+    return _finish(ctx, iteration, out_uri, run, time.perf_counter() - start, reused=False)
+
+
+def _digest(text: str) -> dict[str, str]:
+    return {"sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
+def _finish(ctx: StepContext, iteration: int, uri: str, run: ShardRun, seconds: float, *, reused: bool) -> StepResult:
+    table = artifacts.read_table(uri, "judgments", columns=["candidate_id", "score", "parse_ok", "parse_error"])
+    summary = StepSummary(STEP, iteration, uri, wall_seconds=seconds, reused=reused)
+    rows = table.num_rows
+    parsed = (pc.sum(table.column("parse_ok")).as_py() or 0) if rows else 0
+    candidates = pc.count_distinct(table.column("candidate_id")).as_py() if rows else 0
+    scored = (
+        pc.count_distinct(table.filter(table.column("parse_ok")).column("candidate_id")).as_py() if parsed else 0
+    )
+    summary.add("rows", rows, text=f"{rows:,} judgments of {candidates:,} candidates")
+    summary.add("parse_rate", parsed / rows if rows else 0.0, "parse rate", format_rate(parsed, rows))
+    summary.add("candidates_scored", scored, "candidates scored", format_rate(scored, candidates))
+    summary.add_histogram("scores", score_histogram(s for s in table.column("score").to_pylist() if s is not None))
+    errors = Counter(e for e in table.column("parse_error").to_pylist() if e)
+    if errors:
+        top = "; ".join(f"{reason} ×{count}" for reason, count in errors.most_common(3))
+        summary.add("parse_errors", dict(errors), "unparsed because", top)
+    if run.shards:
+        summary.add("shards", run.shards, text=f"{run.shards} ({run.reused} reused)")
+        summary.add("tokens_per_second", run.tokens_per_second, "tokens/s (new)")
+    if rows and parsed / rows < 0.5:
+        summary.note("fewer than half of the judgments end in 'Score: N': is the model EFT-trained (srlm sft)?")
+    ctx.save_summary(summary)
+    return StepResult(uri, summary, reused)

@@ -1,0 +1,199 @@
+"""Step `pairs`: per prompt, the candidate with the highest mean judge score against the one with the lowest.
+
+A candidate's score is the mean over its *parsed* judgments only; a candidate with none is left out (never scored
+0, which would make a judge failure look like a bad response). Prompts whose scored candidates all share one mean
+are ties and dropped, as in the paper; `min_margin` drops near-ties too. Optional length control (off by default,
+not in the paper) picks the shortest candidate among those within a tolerance of the top score, to counter the
+length growth that DPO on self-judged pairs tends to cause.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import pyarrow as pa
+
+from srlm.config import PairsConfig
+from srlm.errors import DataError
+from srlm.steps.context import StepContext, StepResult
+from srlm.steps.reuse import fingerprint, reuse_committed
+from srlm.steps.summary import StepSummary, format_rate, mean, score_histogram
+from srlm.store import artifacts
+from srlm.store.schemas import schema
+
+STEP = "pairs"
+# Means of a few small integers: equal means come out bit-identical, but stay safe against rounding.
+_EPS = 1e-9
+DROP_REASONS = ("too_few_scored", "tie", "below_margin")
+
+
+@dataclass(frozen=True)
+class ScoredCandidate:
+    prompt_id: str
+    prompt: str
+    candidate_id: str
+    candidate_index: int
+    response: str
+    num_tokens: int | None
+    mean_score: float
+    num_scores: int
+
+
+def select_pair(
+    candidates: Sequence[ScoredCandidate], cfg: PairsConfig
+) -> tuple[tuple[ScoredCandidate, ScoredCandidate] | None, str | None]:
+    """(chosen, rejected) for one prompt's scored candidates, or (None, drop reason)."""
+    if len(candidates) < 2:
+        return None, "too_few_scored"
+    ordered = sorted(candidates, key=lambda c: c.candidate_index)  # deterministic among equal scores
+    top = max(c.mean_score for c in ordered)
+    bottom = min(c.mean_score for c in ordered)
+    if top - bottom <= _EPS:
+        return None, "tie"
+    if cfg.length_control:
+        near_top = [c for c in ordered if c.mean_score >= top - cfg.length_control_tolerance - _EPS]
+        chosen = min(near_top, key=lambda c: (len(c.response), -c.mean_score, c.candidate_index))
+    else:
+        chosen = next(c for c in ordered if c.mean_score >= top - _EPS)
+    rejected = min((c for c in ordered if c is not chosen), key=lambda c: (c.mean_score, c.candidate_index))
+    margin = chosen.mean_score - rejected.mean_score
+    if margin <= max(cfg.min_margin, 0.0) + _EPS:
+        return None, "below_margin"
+    return (chosen, rejected), None
+
+
+def scored_candidates(candidates: pa.Table, judgments: pa.Table, where: str) -> dict[str, list[ScoredCandidate]]:
+    """Per prompt, the candidates that have at least one parsed judgment, with their mean parsed score."""
+    scores: dict[str, list[float]] = defaultdict(list)
+    known = set(candidates.column("candidate_id").to_pylist())
+    for cid, score, ok in zip(
+        judgments.column("candidate_id").to_pylist(),
+        judgments.column("score").to_pylist(),
+        judgments.column("parse_ok").to_pylist(),
+    ):
+        if cid not in known:
+            raise DataError(f"{where}: judgment for candidate_id {cid!r}, which is not in the candidates table")
+        if ok and score is not None:
+            scores[cid].append(float(score))
+    by_prompt: dict[str, list[ScoredCandidate]] = defaultdict(list)
+    for row in candidates.to_pylist():
+        by_prompt.setdefault(row["prompt_id"], [])
+        values = scores.get(row["candidate_id"])
+        if not values:
+            continue
+        by_prompt[row["prompt_id"]].append(
+            ScoredCandidate(
+                prompt_id=row["prompt_id"],
+                prompt=row["prompt"],
+                candidate_id=row["candidate_id"],
+                candidate_index=row["candidate_index"],
+                response=row["response"],
+                num_tokens=row["num_tokens"],
+                mean_score=sum(values) / len(values),
+                num_scores=len(values),
+            )
+        )
+    return by_prompt
+
+
+def pair_row(chosen: ScoredCandidate, rejected: ScoredCandidate) -> dict:
+    return {
+        "prompt_id": chosen.prompt_id,
+        "prompt": chosen.prompt,
+        "chosen": chosen.response,
+        "rejected": rejected.response,
+        "chosen_candidate_id": chosen.candidate_id,
+        "rejected_candidate_id": rejected.candidate_id,
+        "chosen_score": chosen.mean_score,
+        "rejected_score": rejected.mean_score,
+        "margin": chosen.mean_score - rejected.mean_score,
+        "chosen_chars": len(chosen.response),
+        "rejected_chars": len(rejected.response),
+        "chosen_tokens": chosen.num_tokens,
+        "rejected_tokens": rejected.num_tokens,
+    }
+
+
+def build_pairs(
+    ctx: StepContext,
+    iteration: int,
+    *,
+    candidates_uri: str | None = None,
+    judgments_uri: str | None = None,
+    out_uri: str | None = None,
+    force: bool = False,
+) -> StepResult:
+    """Writes the `pairs` table (possibly empty: the summary says why; the DPO step refuses zero pairs)."""
+    cfg = ctx.config.pairs
+    if cfg.min_margin < 0 or cfg.length_control_tolerance < 0:
+        raise DataError("pairs.min_margin and pairs.length_control_tolerance must not be negative")
+    candidates_uri = candidates_uri or ctx.layout.candidates(iteration)
+    judgments_uri = judgments_uri or ctx.layout.judgments(iteration)
+    out_uri = out_uri or ctx.layout.pairs(iteration)
+    inputs = {"candidates": fingerprint(candidates_uri), "judgments": fingerprint(judgments_uri)}
+    producer = ctx.producer(STEP, iteration, cfg, inputs)
+    start = time.perf_counter()
+    candidates = artifacts.read_table(candidates_uri, "candidates")
+    judgments = artifacts.read_table(judgments_uri, "judgments", columns=["candidate_id", "score", "parse_ok"])
+    by_prompt = scored_candidates(candidates, judgments, judgments_uri)
+
+    drops: Counter = Counter()
+    rows = []
+    for scored in by_prompt.values():
+        pair, reason = select_pair(scored, cfg)
+        if pair is None:
+            drops[reason] += 1
+        else:
+            rows.append(pair_row(*pair))
+    reused = reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo) is not None
+    if not reused:
+        artifacts.write_table(out_uri, pa.Table.from_pylist(rows, schema=schema("pairs")), "pairs", producer=producer)
+    pairs = artifacts.read_table(out_uri, "pairs")
+    summary = _summary(ctx, iteration, out_uri, pairs, by_prompt, drops, time.perf_counter() - start, reused)
+    return StepResult(out_uri, summary, reused)
+
+
+def _summary(
+    ctx: StepContext,
+    iteration: int,
+    uri: str,
+    pairs: pa.Table,
+    by_prompt: dict[str, list[ScoredCandidate]],
+    drops: Counter,
+    seconds: float,
+    reused: bool,
+) -> StepSummary:
+    summary = StepSummary(STEP, iteration, uri, wall_seconds=seconds, reused=reused)
+    prompts = len(by_prompt)
+    contested = prompts - drops["too_few_scored"]  # prompts with at least two scored candidates
+    summary.add("rows", pairs.num_rows, "pairs", format_rate(pairs.num_rows, prompts) + " of prompts")
+    summary.add("prompts", prompts)
+    summary.add("tie_rate", drops["tie"] / contested if contested else 0.0, "tie rate", format_rate(drops["tie"], contested))
+    summary.add("dropped", {r: drops[r] for r in DROP_REASONS}, "dropped",
+                ", ".join(f"{r.replace('_', ' ')} {drops[r]}" for r in DROP_REASONS))
+    summary.add("mean_margin", mean(pairs.column("margin").to_pylist()), "mean margin")
+    for side in ("chosen", "rejected"):
+        chars = mean(pairs.column(f"{side}_chars").to_pylist())
+        tokens = mean(pairs.column(f"{side}_tokens").to_pylist())
+        summary.metrics[f"{side}_mean_chars"] = chars
+        summary.metrics[f"{side}_mean_tokens"] = tokens
+        summary.lines.append((f"{side} length", f"{_fmt(chars)} chars, {_fmt(tokens)} tokens"))
+    summary.add_histogram("candidate_mean_scores", score_histogram(_means(by_prompt)), "candidate scores")
+    if pairs.num_rows == 0:
+        summary.note("no preference pairs: DPO cannot run on this iteration (see parse rate and tie rate)")
+    ctx.save_summary(summary)
+    return summary
+
+
+def _means(by_prompt: dict[str, list[ScoredCandidate]]) -> Iterable[float]:
+    for scored in by_prompt.values():
+        for candidate in scored:
+            yield candidate.mean_score
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.1f}"

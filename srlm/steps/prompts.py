@@ -1,0 +1,234 @@
+"""Step `prompts`: new prompts by 8-shot self-instruct from the seed prompts, filtered and de-duplicated.
+
+Generation runs in rounds until `prompts.num_prompts` are kept or `prompts.max_rounds` have run. Each round is
+committed as a shard (its accepted prompts, plus its rejection counts in the producer), so a rerun resumes after
+the last committed round and screens new prompts against everything kept before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import time
+from collections import Counter
+from typing import Sequence
+
+import pyarrow as pa
+
+from srlm.errors import ConfigError, DataError
+from srlm.generation.base import Sampling
+from srlm.steps.backends import BackendPool
+from srlm.steps.checkpoints import ModelRef
+from srlm.steps.context import StepContext, StepResult
+from srlm.steps.reuse import reuse_committed
+from srlm.steps.self_instruct import CLOSE_TAG, REASONS, PromptFilter, build_request, normalise, sample_shots
+from srlm.steps.summary import StepSummary, format_rate, mean
+from srlm.store import artifacts
+from srlm.store.schemas import schema
+
+log = logging.getLogger(__name__)
+
+STEP = "prompts"
+# Requests per round relative to the prompts still missing: most completions of a small model are rejected, and
+# one large batch keeps an engine busier than many small ones.
+OVERSAMPLE = 2
+MIN_REQUESTS_PER_ROUND = 8
+
+
+def prompt_id(iteration: int, text: str) -> str:
+    """Stable across reruns: derived from the normalised text, which exact de-duplication makes unique."""
+    return f"p{iteration:03d}-{hashlib.sha256(normalise(text).encode('utf-8')).hexdigest()[:12]}"
+
+
+def _check_config(cfg) -> None:
+    if cfg.num_prompts < 1:
+        raise ConfigError(f"prompts.num_prompts: must be at least 1, got {cfg.num_prompts}")
+    if cfg.num_shots < 1:
+        raise ConfigError(f"prompts.num_shots: must be at least 1, got {cfg.num_shots}")
+    if not 0.0 < cfg.near_duplicate_threshold <= 1.0:
+        raise ConfigError(
+            f"prompts.near_duplicate_threshold: must be in (0, 1] (ROUGE-L F1), got {cfg.near_duplicate_threshold}"
+        )
+    if cfg.min_chars > cfg.max_chars:
+        raise ConfigError(f"prompts.min_chars ({cfg.min_chars}) is larger than prompts.max_chars ({cfg.max_chars})")
+    if cfg.max_rounds < 1:
+        raise ConfigError(f"prompts.max_rounds: must be at least 1, got {cfg.max_rounds}")
+
+
+def generate_prompts(
+    ctx: StepContext,
+    iteration: int,
+    *,
+    model: ModelRef,
+    backends: BackendPool,
+    seeds: Sequence[str],
+    out_uri: str | None = None,
+    force: bool = False,
+) -> StepResult:
+    """Self-instruct `prompts.num_prompts` new prompts with `model`; writes the `prompts` table."""
+    cfg = ctx.config.prompts
+    _check_config(cfg)
+    seeds = [s.strip() for s in seeds if s and s.strip()]
+    if not seeds:
+        raise DataError("prompts: no seed prompts to show the model (seed IFT data is empty)")
+    out_uri = out_uri or ctx.layout.prompts(iteration)
+    seeds_digest = hashlib.sha256("\n\x00".join(seeds).encode("utf-8")).hexdigest()
+    inputs = {"seeds": {"count": len(seeds), "sha256": seeds_digest}, "model": model.as_input()}
+    producer = ctx.producer(STEP, iteration, cfg, inputs)
+    start = time.perf_counter()
+    if reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo) is not None:
+        return _finish(ctx, iteration, out_uri, _stored_rounds(out_uri), time.perf_counter() - start, reused=True)
+
+    screen = PromptFilter(seeds, cfg.min_chars, cfg.max_chars, cfg.near_duplicate_threshold)
+    rounds: list[dict] = []
+    round_uris: list[str] = []
+    kept = 0
+    sampling = Sampling(
+        n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, stop=(CLOSE_TAG,)
+    )
+    for round_index in range(cfg.max_rounds):
+        if kept >= cfg.num_prompts:
+            break
+        target = artifacts.shard_uri(out_uri, round_index)
+        resumed = _resume_round(target, producer, screen)
+        if resumed is not None:
+            table, stats = resumed
+        else:
+            table, stats = _run_round(
+                ctx, iteration, round_index, model, backends, seeds, screen, cfg.num_prompts - kept, sampling
+            )
+            artifacts.write_table(target, table, "prompts", producer={**producer, "round": stats}, force=True)
+        rounds.append(stats)
+        round_uris.append(target)
+        kept += table.num_rows
+        ctx.echo(
+            f"prompts round {round_index + 1}: kept {table.num_rows} of {stats['requests']} "
+            f"({kept}/{cfg.num_prompts})" + (" [resumed]" if resumed is not None else "")
+        )
+    if kept == 0:
+        reasons = _rejections(rounds)
+        top = ", ".join(f"{r} {n}" for r, n in reasons.most_common(4)) or "no completions"
+        raise DataError(
+            f"prompts: no usable prompt after {len(rounds)} round(s) of self-instruct with {model.label} "
+            f"(rejected: {top}); raise prompts.max_new_tokens or prompts.max_rounds, or check the model"
+        )
+    artifacts.commit_shards(out_uri, round_uris, "prompts", producer=producer)
+    return _finish(ctx, iteration, out_uri, rounds, time.perf_counter() - start, reused=False)
+
+
+def _run_round(
+    ctx: StepContext,
+    iteration: int,
+    round_index: int,
+    model: ModelRef,
+    backends: BackendPool,
+    seeds: Sequence[str],
+    screen: PromptFilter,
+    missing: int,
+    sampling: Sampling,
+) -> tuple[pa.Table, dict]:
+    cfg = ctx.config.prompts
+    # Seeded per (run seed, iteration, round): a resumed run shows the model the same shots it would have.
+    rng = random.Random(f"{ctx.config.backend.seed}-{iteration}-{round_index}")
+    count = max(MIN_REQUESTS_PER_ROUND, OVERSAMPLE * missing)
+    shots = [sample_shots(seeds, cfg.num_shots, rng) for _ in range(count)]
+    backend = backends.get(model)
+    began = time.perf_counter()
+    completions = backend.generate([build_request(s) for s in shots], sampling, progress=ctx.progress)
+    seconds = time.perf_counter() - began
+    rejected_before = Counter(screen.rejected)
+    rows = []
+    surplus = 0
+    for shown, completion in zip(shots, completions, strict=True):
+        if len(rows) >= missing:
+            surplus += 1  # enough kept: the rest are neither screened nor remembered
+            continue
+        task, _ = screen.screen(completion.texts[0], completion.finish_reasons[0], shown)
+        if task is not None:
+            rows.append(
+                {
+                    "prompt_id": prompt_id(iteration, task),
+                    "prompt": task,
+                    "source": "generated",
+                    "iteration": iteration,
+                    "generator": model.label,
+                }
+            )
+    stats = {
+        "round": round_index,
+        "requests": count,
+        "kept": len(rows),
+        "surplus": surplus,
+        "rejected": dict(screen.rejected - rejected_before),
+        "output_tokens": sum(c.num_tokens[0] for c in completions),
+        "seconds": seconds,
+    }
+    return pa.Table.from_pylist(rows, schema=schema("prompts")), stats
+
+
+def _resume_round(target: str, producer: dict, screen: PromptFilter) -> tuple[pa.Table, dict] | None:
+    """A round committed by an earlier run from the same inputs: its prompts join the filter's memory."""
+    if not artifacts.is_committed(target):
+        return None
+    manifest = artifacts.read_manifest(target)
+    recorded = manifest.producer or {}
+    if recorded.get("inputs") != producer["inputs"] or _round_params(recorded) != _round_params(producer):
+        return None  # made from other seeds, another model or other sampling/filter settings: redo the round
+    table = artifacts.read_table(target, "prompts")
+    for text in table.column("prompt").to_pylist():
+        screen.remember_accepted(text)
+    stats = dict(manifest.producer.get("round") or {})
+    stats.setdefault("requests", 0)
+    return table, stats
+
+
+def _round_params(producer: dict) -> dict:
+    """The settings that shape a round's prompts; how many are wanted or how many rounds may run do not."""
+    params = dict(producer.get("params") or {})
+    params.pop("num_prompts", None)
+    params.pop("max_rounds", None)
+    return params
+
+
+def _stored_rounds(uri: str) -> list[dict]:
+    """Round statistics of a committed prompts table, read back from its shards' producers."""
+    rounds = []
+    for index in range(10_000):
+        shard = artifacts.shard_uri(uri, index)
+        if not artifacts.is_committed(shard):
+            break
+        rounds.append(dict(artifacts.read_manifest(shard).producer.get("round") or {}))
+    return rounds
+
+
+def _rejections(rounds: Sequence[dict]) -> Counter:
+    total: Counter = Counter()
+    for stats in rounds:
+        total.update(stats.get("rejected") or {})
+    return total
+
+
+def _finish(ctx: StepContext, iteration: int, uri: str, rounds: list[dict], seconds: float, *, reused: bool) -> StepResult:
+    table = artifacts.read_table(uri, "prompts", columns=["prompt"])
+    texts = table.column("prompt").to_pylist()
+    cfg = ctx.config.prompts
+    requests = sum(r.get("requests", 0) for r in rounds)
+    screened = requests - sum(r.get("surplus", 0) for r in rounds)
+    rejected = _rejections(rounds)
+    summary = StepSummary(STEP, iteration, uri, wall_seconds=seconds, reused=reused)
+    summary.add("rows", len(texts), "prompts kept", f"{len(texts):,} of {cfg.num_prompts:,} wanted")
+    summary.add("rounds", len(rounds))
+    summary.add("acceptance_rate", len(texts) / screened if screened else 0.0, "acceptance",
+                format_rate(len(texts), screened))
+    summary.add("rejected", {r: rejected.get(r, 0) for r in REASONS}, "rejected",
+                ", ".join(f"{r.replace('_', ' ')} {rejected[r]}" for r in REASONS if rejected.get(r)) or "none")
+    summary.add("mean_chars", mean(len(t) for t in texts), "mean length (chars)")
+    tokens = sum(r.get("output_tokens", 0) for r in rounds)
+    gen_seconds = sum(r.get("seconds", 0.0) for r in rounds)
+    summary.add("tokens_per_second", tokens / gen_seconds if gen_seconds > 0 else math.nan, "tokens/s")
+    if len(texts) < cfg.num_prompts:
+        summary.note(f"only {len(texts)} of {cfg.num_prompts} prompts after {len(rounds)} rounds (prompts.max_rounds)")
+    ctx.save_summary(summary)
+    return StepResult(uri, summary, reused)
