@@ -405,7 +405,7 @@ def test_summary_renders_one_screen_and_round_trips_as_json():
     summary.note("check the model")
     text = summary.render()
     assert text.splitlines()[0].startswith("── judge · iteration 2")
-    assert "parse rate         50.0% (3/6)" in text and "wall time          1m 15s" in text
+    assert "parse rate           50.0% (3/6)" in text and "wall time            1m 15s" in text
     assert "4 " + "█" * 30 + " 2" in text  # 4.0 and 4.5 share the 4 bin, the tallest bar
     assert len(text.splitlines()) <= 24
     data = json.loads(summary.to_json())

@@ -221,7 +221,7 @@ def _finish(ctx: StepContext, iteration: int, uri: str, rounds: list[dict], seco
     summary.add("rows", len(texts), "prompts kept", f"{len(texts):,} of {cfg.num_prompts:,} wanted")
     summary.add("rounds", len(rounds))
     summary.add("acceptance_rate", len(texts) / screened if screened else 0.0, "acceptance",
-                format_rate(len(texts), screened))
+                format_rate(len(texts), screened) + " of screened completions")
     summary.add("rejected", {r: rejected.get(r, 0) for r in REASONS}, "rejected",
                 ", ".join(f"{r.replace('_', ' ')} {rejected[r]}" for r in REASONS if rejected.get(r)) or "none")
     summary.add("mean_chars", mean(len(t) for t in texts), "mean length (chars)")

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 BAR_WIDTH = 30
+LABEL_WIDTH = 20
 
 
 @dataclass
@@ -58,8 +59,8 @@ class StepSummary:
 
 def _row(label: str, text: str) -> str:
     first, *rest = str(text).split("\n") or [""]
-    out = [f"  {label:<18} {first}"]
-    out.extend(f"  {'':<18} {line}" for line in rest)
+    out = [f"  {label:<{LABEL_WIDTH}} {first}"]
+    out.extend(f"  {'':<{LABEL_WIDTH}} {line}" for line in rest)
     return "\n".join(out)
 
 
@@ -69,7 +70,9 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "n/a"
-        return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+        digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
+        text = f"{value:,.{digits}f}"
+        return text.rstrip("0").rstrip(".") if "." in text else text
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
