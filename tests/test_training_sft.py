@@ -73,7 +73,28 @@ def test_sft_labels_mask_prompt_tokens_and_dropout_is_set(tiny_model_dir, tmp_st
     assert trainer.model.model.layers[0].self_attn.attention_dropout == 0.1
     assert restore == {"attention_dropout": 0.0}
     assert trainer.args.gradient_accumulation_steps == 2 and trainer.args.per_device_train_batch_size == 2
-    assert trainer.args.bf16 is False  # fp32 on CPU
+
+
+@pytest.mark.parametrize("mixed_precision", ["auto", "bf16", "no"])
+def test_mixed_precision_setting_reaches_the_trainer(tmp_path, mixed_precision):
+    import torch
+
+    from srlm.generation.device import bf16_supported
+    from srlm.training.common import common_trainer_kwargs
+
+    kwargs = common_trainer_kwargs(small_cfg(mixed_precision=mixed_precision), str(tmp_path), "sft", None)
+    expected = {"auto": bf16_supported(), "bf16": True, "no": False}[mixed_precision]
+    assert kwargs["bf16"] is expected and kwargs["fp16"] is False
+    # On a machine without an accelerator, Trainer only accepts bf16 when told that CPU training is meant.
+    assert kwargs["use_cpu"] is (expected and not torch.accelerator.is_available())
+
+
+def test_unknown_mixed_precision_is_a_config_error(tmp_path):
+    from srlm.errors import ConfigError
+    from srlm.training.common import common_trainer_kwargs
+
+    with pytest.raises(ConfigError, match=r"dpo\.mixed_precision: expected one of auto, bf16, no, got 'fp8'"):
+        common_trainer_kwargs(small_cfg(mixed_precision="fp8"), str(tmp_path), "dpo", None)
 
 
 def test_sft_learns_with_peak_to_final_lr_and_saves_checkpoints(tiny_model_dir, tmp_store, tmp_path):

@@ -58,9 +58,7 @@ def generate_candidates(
     def make_shard(chunk: Sequence[dict], run: ShardRun) -> pa.Table:
         backend = backends.get(model)
         requests = [[{"role": "user", "content": p["prompt"]}] for p in chunk]
-        began = time.perf_counter()
-        completions = backend.generate(requests, sampling, progress=ctx.progress)
-        run.generate_seconds += time.perf_counter() - began
+        completions = run.generate(backend, requests, sampling, progress=ctx.progress)
         rows = []
         for prompt, completion in zip(chunk, completions, strict=True):
             if len(completion.texts) != cfg.num_candidates:
@@ -71,7 +69,6 @@ def generate_candidates(
             for index, (text, tokens, reason) in enumerate(
                 zip(completion.texts, completion.num_tokens, completion.finish_reasons, strict=True)
             ):
-                run.output_tokens += tokens
                 rows.append(
                     {
                         "prompt_id": prompt["prompt_id"],

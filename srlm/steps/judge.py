@@ -66,13 +66,10 @@ def judge_candidates(
     def make_shard(chunk: Sequence[dict], run: ShardRun) -> pa.Table:
         backend = backends.get(model)
         requests = [judge_request(template, c["prompt"], c["response"]) for c in chunk]
-        began = time.perf_counter()
-        completions = backend.generate(requests, sampling, progress=ctx.progress)
-        run.generate_seconds += time.perf_counter() - began
+        completions = run.generate(backend, requests, sampling, progress=ctx.progress)
         rows = []
         for candidate, completion in zip(chunk, completions, strict=True):
-            for index, (text, tokens) in enumerate(zip(completion.texts, completion.num_tokens, strict=True)):
-                run.output_tokens += tokens
+            for index, text in enumerate(completion.texts):
                 parsed = parse_score(text)
                 rows.append(
                     {

@@ -9,6 +9,7 @@ missing or were made from other inputs, then commits the parent over all shards.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -86,6 +87,14 @@ class ShardRun:
     @property
     def tokens_per_second(self) -> float:
         return self.output_tokens / self.generate_seconds if self.generate_seconds > 0 else float("nan")
+
+    def generate(self, backend: Any, requests: Sequence[Any], sampling: Any, *, progress: bool) -> list[Any]:
+        """`backend.generate`, with its output tokens and seconds counted towards this run's tokens/s."""
+        began = time.perf_counter()
+        completions = backend.generate(requests, sampling, progress=progress)
+        self.generate_seconds += time.perf_counter() - began
+        self.output_tokens += sum(sum(c.num_tokens) for c in completions)
+        return completions
 
 
 def run_sharded(

@@ -26,12 +26,22 @@ def batch_arithmetic(batch_size: int, per_device_batch_size: int, processes: int
     return per_device, batch_size // (per_device * processes)
 
 
-def use_bf16() -> bool:
-    """bf16 autocast on GPUs that support it (weights and optimizer state stay fp32: DPO's 1e-7 updates are below
-    bf16's resolution); plain fp32 on CPU and older GPUs."""
-    import torch
+MIXED_PRECISION = ("auto", "bf16", "no")
 
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+def use_bf16(mixed_precision: str, section: str) -> bool:
+    """Whether to train under bf16 autocast. Only the matmuls run in bf16: weights and optimizer state stay fp32,
+    because DPO's 1e-7 updates are below bf16's resolution. `auto` uses it where the hardware computes in bf16
+    (elsewhere it is emulated and slower than fp32); on a 2-core AVX-512 BF16 CPU it makes SFT steps ~1.3x faster."""
+    if mixed_precision not in MIXED_PRECISION:
+        raise ConfigError(
+            f"{section}.mixed_precision: expected one of {', '.join(MIXED_PRECISION)}, got {mixed_precision!r}"
+        )
+    if mixed_precision == "auto":
+        from srlm.generation.device import bf16_supported
+
+        return bf16_supported()
+    return mixed_precision == "bf16"
 
 
 def common_trainer_kwargs(cfg: Any, output_dir: str, section: str, max_steps: int | None) -> dict[str, Any]:
@@ -43,7 +53,7 @@ def common_trainer_kwargs(cfg: Any, output_dir: str, section: str, max_steps: in
         raise ConfigError(f"{section}.max_length: must be at least 8 tokens, got {cfg.max_length}")
     import torch
 
-    bf16 = use_bf16()
+    bf16 = use_bf16(cfg.mixed_precision, section)
     return dict(
         output_dir=output_dir,
         per_device_train_batch_size=per_device,
@@ -57,6 +67,8 @@ def common_trainer_kwargs(cfg: Any, output_dir: str, section: str, max_steps: in
         data_seed=cfg.seed,
         bf16=bf16,
         fp16=False,
+        # Trainer refuses bf16 without an accelerator unless told that CPU training is meant.
+        use_cpu=bf16 and not torch.accelerator.is_available(),
         gradient_checkpointing=cfg.gradient_checkpointing,
         max_length=cfg.max_length,
         # srlm.training.checkpoints exports intermediate checkpoints itself (full models, LoRA merged); they are for
