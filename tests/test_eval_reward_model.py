@@ -18,7 +18,7 @@ from srlm.evaluation.reward_model import (
     reward_model_metrics,
     score_groups,
 )
-from srlm.generation.base import Completion
+from srlm.generation.base import Completion, GenerationBackend
 from srlm.judging.template import load_template
 from srlm.store.schemas import schema
 
@@ -32,12 +32,18 @@ GROUPS = {
 }
 
 
-class ScoreEchoBackend:
-    """Answers each judge prompt with the scores written in the response under review ("scores:5,x,4")."""
+class ScoreEchoBackend(GenerationBackend):
+    """Answers each judge prompt with the scores written in the response under review ("scores:5,x,4"). A judge
+    prompt longer than `max_prompt_chars` does not fit its context."""
 
-    def __init__(self):
+    def __init__(self, max_prompt_chars=None):
         self.requests = []
         self.sampling = None
+        self.max_prompt_chars = max_prompt_chars
+
+    def fits(self, requests):
+        limit = self.max_prompt_chars
+        return [limit is None or len(request[-1]["content"]) <= limit for request in requests]
 
     def generate(self, requests, sampling, progress=True):
         self.requests.extend(requests)
@@ -84,6 +90,25 @@ def test_metrics_match_hand_computed_values():
     assert m.response_parse_rate == pytest.approx(11 / 12)
     assert m.n_groups == 5
 
+
+
+def test_responses_too_long_for_the_judge_are_left_out_and_counted():
+    groups = _groups()
+    long_answer = "scores:1,1,1 " + "padding " * 400
+    groups[0].responses.append(RankedResponse("g1-long", long_answer, 3))
+    backend = ScoreEchoBackend(max_prompt_chars=2500)
+    score_groups(groups, backend, template=load_template(), num_samples=3)
+    assert len(backend.requests) == 12 and not any("padding" in r[0]["content"] for r in backend.requests)
+    long = groups[0].responses[-1]
+    assert long.too_long and long.scores == []
+    m = reward_model_metrics(groups)
+    assert m.n_responses_too_long == 1
+    # Everything else is as if the long response were not there; it does not count as a parse failure.
+    reference = reward_model_metrics(score_groups(_groups(), ScoreEchoBackend(), template=load_template()))
+    assert (m.n_pairs, m.pairwise_accuracy, m.response_parse_rate) == (
+        reference.n_pairs, reference.pairwise_accuracy, reference.response_parse_rate
+    )
+    assert "1 responses too long" in m.to_text()
 
 def test_all_unparsed_gives_no_metrics_but_a_parse_rate():
     groups = [RankedGroup("g", [{"role": "user", "content": "q"}], [RankedResponse("a", "r", 0, [None]), RankedResponse("b", "s", 1, [None])])]

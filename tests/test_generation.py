@@ -135,6 +135,8 @@ def test_completion_stops_at_max_model_len_and_long_prompts_are_refused(tiny_mod
         assert completion.finish_reasons[0] == "length" or completion.num_tokens[0] < 3
         with pytest.raises(BackendError, match=r"request 1: \d+ prompt tokens leave no room"):
             small.generate(["Hi", prompt + " six seven eight nine ten"], Sampling(max_new_tokens=5), progress=False)
+        # What a caller checks first to set such requests aside: room for at least one new token.
+        assert small.fits(["Hi", prompt, prompt + " six seven eight nine ten"]) == [True, True, False]
 
 
 def test_same_seed_same_samples_and_stats_add_up(tiny_model_dir):

@@ -40,12 +40,14 @@ def vllm_run(tiny_model_dir):
         sampling = Sampling(n=2, temperature=0.8, top_p=0.95, max_new_tokens=MAX_NEW_TOKENS, stop=("\n\n",))
         completions = backend.generate(REQUESTS, sampling, progress=True)
         stats = backend.stats
+        fits = backend.fits(["Hi", "word " * 600])
     finally:
         backend.close()
     processes = [pid for engine in info for pid in [engine["pid"], *engine["child_pids"]]]
     return {
         "completions": completions,
         "stats": stats,
+        "fits": fits,
         "info": info,
         "alive_after_close": [pid for pid in processes if psutil.pid_exists(pid)],
         "ray_up_after_close": ray.is_initialized(),
@@ -66,6 +68,10 @@ def test_n_samples_per_request_in_order(vllm_run, tiny_model_dir):
             assert 1 <= tokens <= MAX_NEW_TOKENS
             assert reason == "stop" or tokens == MAX_NEW_TOKENS
             assert "\n\n" not in text
+
+
+def test_prompts_longer_than_max_model_len_do_not_fit(vllm_run):
+    assert vllm_run["fits"] == [True, False]  # 600 words are more than max_model_len 512 tokens
 
 
 def test_stats_count_the_generated_tokens(vllm_run):

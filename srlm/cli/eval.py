@@ -272,7 +272,8 @@ def run_reward_model(args: argparse.Namespace) -> int:
         record = EvalRecord(
             metrics=metrics.headline(),
             n={"pairwise_accuracy": metrics.n_pairs, "exact_match": metrics.n_groups_ranked, "five_best": metrics.n_perfect_five},
-            details={"model": args.model, "data": data, "num_samples": samples, "score_histogram": metrics.score_histogram},
+            details={"model": args.model, "data": data, "num_samples": samples, "score_histogram": metrics.score_histogram,
+                     "n_responses_too_long": metrics.n_responses_too_long},
         )
         payload["recorded"] = _record(layout, args, "reward_model", record)
     print(json.dumps(payload, default=_json_default) if args.json else f"{args.model} on {data}\n{metrics.to_text()}")

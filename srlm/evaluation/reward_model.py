@@ -19,7 +19,10 @@ step. Definitions (human_rank 0 = best; equal ranks are human ties):
 - Unparsed responses: a response none of whose K judgments holds a parsable "Score: N" has no score. It is left
   out of every pair and group statistic (a group keeps its scored responses; with fewer than two it drops out of
   the group statistics). parse_rate = parsed judgments / all judgments; response_parse_rate = scored responses /
-  all responses.
+  judged responses.
+- Responses too long to judge: a response whose judge prompt leaves no room to generate within
+  backend.max_model_len is not sent to the judge (real OpenAssistant replies run to thousands of tokens). It is
+  left out like an unparsed response, but counted apart, in n_responses_too_long, and not in the parse rates.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class RankedResponse:
     response: str
     human_rank: int
     scores: list[float | None] = field(default_factory=list)  # one per judge sample; None = unparsed
+    too_long: bool = False  # its judge prompt does not fit the judge's context, so it was not judged
 
     @property
     def score(self) -> float | None:
@@ -73,6 +77,7 @@ class RewardModelMetrics:
     n_groups_correlated: int
     mean_score: float | None
     score_histogram: dict[str, int]
+    n_responses_too_long: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -113,6 +118,11 @@ class RewardModelMetrics:
                 f"  parse rate         {pct(self.parse_rate)} of judgments, {pct(self.response_parse_rate)} of responses",
                 f"  mean score         {num(self.mean_score)}   histogram (rounded): {hist}",
             ]
+            + (
+                [f"  not judged         {self.n_responses_too_long} responses too long for backend.max_model_len"]
+                if self.n_responses_too_long
+                else []
+            )
         )
 
 
@@ -153,7 +163,8 @@ def score_groups(
     top_p: float = 0.9,
     max_new_tokens: int = 256,
 ) -> list[RankedGroup]:
-    """Fill every response's `scores` with K judge samples from `backend` (in place; returns `groups`)."""
+    """Fill every response's `scores` with K judge samples from `backend` (in place; returns `groups`). Responses
+    whose judge prompt does not fit the backend's context are marked `too_long` and not judged."""
     from srlm.generation.base import Sampling
 
     if num_samples < 1:
@@ -164,8 +175,13 @@ def score_groups(
         for g, r in responses
     ]
     sampling = Sampling(n=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    completions = backend.generate(requests, sampling) if requests else []
-    for (_, response), completion in zip(responses, completions):
+    judged = []
+    for (_, response), request, fits in zip(responses, requests, backend.fits(requests), strict=True):
+        response.too_long = not fits
+        if fits:
+            judged.append((response, request))
+    completions = backend.generate([request for _, request in judged], sampling) if judged else []
+    for (response, _), completion in zip(judged, completions, strict=True):
         response.scores = [parse_score(text).score for text in completion.texts]
     return list(groups)
 
@@ -176,7 +192,7 @@ def reward_model_metrics(groups: Sequence[RankedGroup]) -> RewardModelMetrics:
 
     samples = [s for g in groups for r in g.responses for s in r.scores]
     n_samples_parsed = sum(1 for s in samples if s is not None)
-    all_responses = [r for g in groups for r in g.responses]
+    all_responses = [r for g in groups for r in g.responses if not r.too_long]
     scored_all = [r for r in all_responses if r.score is not None]
 
     pair_credit: list[float] = []
@@ -239,6 +255,7 @@ def reward_model_metrics(groups: Sequence[RankedGroup]) -> RewardModelMetrics:
         n_groups_correlated=len(spearman),
         mean_score=_mean([r.score for r in scored_all]),
         score_histogram=histogram,
+        n_responses_too_long=sum(r.too_long for g in groups for r in g.responses),
     )
 
 

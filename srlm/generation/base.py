@@ -53,6 +53,11 @@ class GenerationBackend(ABC):
     def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
         """Return one Completion per request, in request order."""
 
+    def fits(self, requests: Sequence[Request]) -> list[bool]:
+        """Whether each request's prompt leaves room to generate within the backend's context (generate refuses a
+        batch holding one that does not), so callers can set such requests aside. Without a limit, all fit."""
+        return [True] * len(requests)
+
     @abstractmethod
     def close(self) -> None:
         """Shut engines down and free (GPU) memory. Idempotent."""

@@ -106,5 +106,6 @@ def check_prompt_lengths(prompts: list[list[int]], max_model_len: int) -> None:
         if len(ids) >= max_model_len:
             raise BackendError(
                 f"request {index}: {len(ids)} prompt tokens leave no room to generate within "
-                f"backend.max_model_len {max_model_len}"
+                f"backend.max_model_len {max_model_len}; raise backend.max_model_len (the model's context "
+                "permitting) or shorten the input"
             )

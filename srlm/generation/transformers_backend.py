@@ -47,6 +47,9 @@ class TransformersBackend(GenerationBackend):
         torch.manual_seed(cfg.seed)
         self._stats = GenerationStats(extra={"backend": self.name, "dtype": self.dtype, "load_s": self.load_seconds})
 
+    def fits(self, requests: Sequence[Request]) -> list[bool]:
+        return [len(ids) < self._cfg.max_model_len for ids in render_prompt_ids(self._tokenizer, requests)]
+
     def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
         import torch
         from tqdm.auto import tqdm

@@ -175,6 +175,9 @@ class VLLMBackend(GenerationBackend):
             engines.append(_Engine(options, llm_kwargs, ("CUDA_VISIBLE_DEVICES",)))
         return engines
 
+    def fits(self, requests: Sequence[Request]) -> list[bool]:
+        return [len(ids) < self._cfg.max_model_len for ids in render_prompt_ids(self._tokenizer, requests)]
+
     def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
         import ray
 
