@@ -1,6 +1,7 @@
-"""What the srlm DAGs share: the models Asset, the GPU pool, retry policy, and the run-selecting params.
+"""What the srlm DAGs share: the models Asset, the GPU pool, retry policy, the run-selecting params, and the
+evaluate → publish tasks that end the training DAGs.
 
-Not a DAG file (listed in .airflowignore). Parse-time cheap: Airflow's SDK and the stdlib only.
+Not a DAG file (listed in .airflowignore). Parse-time cheap: Airflow's SDK, the stdlib and the thin `operators`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, Param, task
 
 # dags/ lives in the repository (or the image's /opt/srlm); its parent holds the `operators` package and configs/.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -144,3 +145,30 @@ def published_event(
         "evaluation_uri": evaluation_uri,
         "params": {name: params[name] for name in INHERITED_PARAMS if name in params},
     }
+
+
+def evaluate_and_publish(run_plan, checkpoint_uri, *, seed: bool):
+    """The tasks that end a training DAG: evaluate the new checkpoint (M0 for the seed DAG, else M_t of the
+    `iteration` param), then publish it as an event on the models asset, which srlm_continue listens to."""
+    from operators import SrlmStepOperator
+
+    evaluate = SrlmStepOperator(
+        task_id="evaluate",
+        step="evaluate",
+        plan=run_plan,
+        inputs={"model": checkpoint_uri},
+        options={"checkpoint": "M0" if seed else "M{{ params.iteration }}"},
+        execution_timeout=TIMEOUTS["evaluate"],
+    )
+
+    @task(outlets=[MODELS_ASSET], execution_timeout=TIMEOUTS["publish"])
+    def publish(plan: dict, checkpoint_uri: str, evaluation_uri: str, params: dict | None = None,
+                outlet_events=None) -> str:
+        """Announce the checkpoint on the models asset; srlm_continue starts the next iteration when asked to."""
+        iteration = 0 if seed else int(params["iteration"])
+        outlet_events[MODELS_ASSET].extra = published_event(
+            plan, params, iteration=iteration, checkpoint_uri=checkpoint_uri, evaluation_uri=evaluation_uri
+        )
+        return checkpoint_uri
+
+    return publish(run_plan, checkpoint_uri, evaluate.output)

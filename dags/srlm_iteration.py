@@ -18,12 +18,11 @@ from airflow.sdk import DAG, Param, task
 from srlm_dag_defaults import (
     DEFAULT_ARGS,
     GPU_POOL,
-    MODELS_ASSET,
     START_DATE,
     TIMEOUTS,
     build_plan,
     continuation_params,
-    published_event,
+    evaluate_and_publish,
     run_params,
 )
 
@@ -134,24 +133,4 @@ with DAG(
         pool=GPU_POOL,
         execution_timeout=TIMEOUTS["train"],
     )
-    evaluate = SrlmStepOperator(
-        task_id="evaluate",
-        step="evaluate",
-        plan=run_plan,
-        inputs={"model": train.output},
-        options={"checkpoint": "M{{ params.iteration }}"},
-        execution_timeout=TIMEOUTS["evaluate"],
-    )
-
-    @task(outlets=[MODELS_ASSET], execution_timeout=TIMEOUTS["publish"])
-    def publish(plan: dict, checkpoint_uri: str, evaluation_uri: str, params: dict | None = None,
-                outlet_events=None) -> str:
-        """Announce M_t on the models asset; srlm_continue starts the next iteration when asked to."""
-        extra = published_event(
-            plan, params, iteration=int(params["iteration"]), checkpoint_uri=checkpoint_uri,
-            evaluation_uri=evaluation_uri,
-        )
-        outlet_events[MODELS_ASSET].extra = extra
-        return checkpoint_uri
-
-    publish(run_plan, train.output, evaluate.output)
+    evaluate_and_publish(run_plan, train.output, seed=False)

@@ -11,16 +11,15 @@ from airflow.sdk import DAG, Param, task
 from srlm_dag_defaults import (
     DEFAULT_ARGS,
     GPU_POOL,
-    MODELS_ASSET,
     START_DATE,
     TIMEOUTS,
     build_plan,
     continuation_params,
-    published_event,
+    evaluate_and_publish,
     run_params,
 )
 
-from operators import SrlmStepOperator, TrainingJobOperator
+from operators import TrainingJobOperator
 
 SEED_PARAMS = {
     "base_model": Param(
@@ -57,22 +56,4 @@ with DAG(
     sft = TrainingJobOperator(
         task_id="sft", step="sft", plan=run_plan, pool=GPU_POOL, execution_timeout=TIMEOUTS["sft"]
     )
-    evaluate = SrlmStepOperator(
-        task_id="evaluate",
-        step="evaluate",
-        plan=run_plan,
-        inputs={"model": sft.output},
-        options={"checkpoint": "M0"},
-        execution_timeout=TIMEOUTS["evaluate"],
-    )
-
-    @task(outlets=[MODELS_ASSET], execution_timeout=TIMEOUTS["publish"])
-    def publish(plan: dict, checkpoint_uri: str, evaluation_uri: str, params: dict | None = None,
-                outlet_events=None) -> str:
-        """Announce M0 on the models asset (srlm_continue starts iteration 1 when asked to)."""
-        outlet_events[MODELS_ASSET].extra = published_event(
-            plan, params, iteration=0, checkpoint_uri=checkpoint_uri, evaluation_uri=evaluation_uri
-        )
-        return checkpoint_uri
-
-    publish(run_plan, sft.output, evaluate.output)
+    evaluate_and_publish(run_plan, sft.output, seed=True)
