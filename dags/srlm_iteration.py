@@ -70,6 +70,7 @@ ITERATION_PARAMS = {
     ),
     "backend": Param(
         None, type=["null", "string"], enum=[None, "auto", "vllm", "transformers"], title="Generation backend",
+        values_display={None: "(the config's value)"},
         description="auto (vLLM when it imports), vllm, or transformers (backend.backend). Empty: the config's value.",
     ),
     **continuation_params(),
