@@ -86,11 +86,16 @@ else
   pip_quiet install -e ".[cuda,dev]" -c "$cuda_constraints"
 fi
 
+# The tests lint and render the Helm chart offline with it. It declares Python >= 3.12 only because its authors test
+# there; its one dependency is cffi and it runs on 3.11 (tests/test_orchestration_deploy.py).
+log "installing helm-sdkpy (offline Helm lint for the tests)"
+pip_quiet install --ignore-requires-python "helm-sdkpy==0.1.32"
+
 log "checking that the stack imports"
 check_home="$(mktemp -d)"
 # Importing airflow writes a default config into AIRFLOW_HOME: keep that out of the user's home.
 AIRFLOW_HOME="$check_home" "$VENV/bin/python" -c \
-  'import srlm, transformers, trl, vllm, ray, airflow, pyarrow, boto3, moto, pytest' ||
+  'import srlm, transformers, trl, vllm, ray, airflow, pyarrow, boto3, moto, pytest, helm_sdkpy' ||
   { rm -rf "$check_home"; die "the installed stack does not import (see the error above)"; }
 rm -rf "$check_home"
 

@@ -25,7 +25,8 @@ print("LINT " + json.dumps(asyncio.run(helm_sdkpy.Lint(helm_sdkpy.Configuration(
 
 
 def helm_python() -> str | None:
-    """An interpreter that can import helm_sdkpy: $SRLM_HELM_PYTHON, /tmp/helmvenv (see the README), or this one."""
+    """An interpreter that can import helm_sdkpy: $SRLM_HELM_PYTHON, /tmp/helmvenv, or this one (scripts/setup.sh
+    installs it into .venv)."""
     candidates = [os.environ.get("SRLM_HELM_PYTHON"), "/tmp/helmvenv/bin/python", sys.executable]
     for candidate in filter(None, candidates):
         if Path(candidate).exists() and subprocess.run(
@@ -39,7 +40,7 @@ def helm_python() -> str | None:
 def lint(tmp_path_factory):
     python = helm_python()
     if python is None:
-        pytest.skip("helm-sdkpy is not installed (pip install --ignore-requires-python helm-sdkpy in a venv)")
+        pytest.skip("helm-sdkpy is not installed (make setup installs it: pip install --ignore-requires-python helm-sdkpy)")
 
     def run(overrides: dict) -> dict:
         """Lint (which renders every template) a copy of the chart whose values.yaml has `overrides` merged in."""
