@@ -84,6 +84,12 @@ class LoraConfig:
     target_modules: str = _f("all-linear", "Modules to adapt (peft syntax).")
 
 
+MIXED_PRECISION_HELP = (
+    "bf16 autocast for forward and backward: auto (where the hardware computes in bf16: bf16 GPUs, CPUs with "
+    "AVX-512 BF16 or AMX), bf16, or no. Weights and optimizer state stay fp32 either way."
+)
+
+
 @dataclass
 class SFTConfig:
     learning_rate: float = _f(5.5e-6, "Peak learning rate (paper: 5.5e-6).")
@@ -97,11 +103,7 @@ class SFTConfig:
     save_steps: int = _f(200, "Save an intermediate checkpoint every this many optimizer steps.")
     seed: int = _f(42, "Training seed.")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
-    mixed_precision: str = _f(
-        "auto",
-        "bf16 autocast for forward and backward: auto (where the hardware computes in bf16: bf16 GPUs, CPUs with "
-        "AVX-512 BF16 or AMX), bf16, or no. Weights and optimizer state stay fp32 either way.",
-    )
+    mixed_precision: str = _f("auto", MIXED_PRECISION_HELP)
     num_processes: int = _f(1, "Processes (GPUs) for accelerate; >1 launches through accelerate.")
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "Optional LoRA."})
 
@@ -168,11 +170,7 @@ class DPOConfig:
     precompute_ref_log_probs: bool = _f(False, "Compute reference log-probs once up front and drop the ref model.")
     seed: int = _f(42, "Training seed.")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
-    mixed_precision: str = _f(
-        "auto",
-        "bf16 autocast for forward and backward: auto (where the hardware computes in bf16: bf16 GPUs, CPUs with "
-        "AVX-512 BF16 or AMX), bf16, or no. Weights and optimizer state stay fp32 either way.",
-    )
+    mixed_precision: str = _f("auto", MIXED_PRECISION_HELP)
     num_processes: int = _f(1, "Processes (GPUs) for accelerate; >1 launches through accelerate.")
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "Optional LoRA."})
 

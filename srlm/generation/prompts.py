@@ -97,13 +97,18 @@ def first_stop(text: str, stops: Sequence[str]) -> int:
     return min(hits) if hits else -1
 
 
+def prompts_fit(prompts: list[list[int]], max_model_len: int) -> list[bool]:
+    """Whether each prompt leaves room for at least one new token within max_model_len."""
+    return [len(ids) < max_model_len for ids in prompts]
+
+
 def check_prompt_lengths(prompts: list[list[int]], max_model_len: int) -> None:
     """Fail before any work when a prompt leaves no room for even one new token. (Completions that run into
     max_model_len stop there with finish reason "length", as vLLM does.)"""
-    for index, ids in enumerate(prompts):
+    for index, (ids, fits) in enumerate(zip(prompts, prompts_fit(prompts, max_model_len))):
         if not ids:
             raise BackendError(f"request {index}: the prompt is empty")
-        if len(ids) >= max_model_len:
+        if not fits:
             raise BackendError(
                 f"request {index}: {len(ids)} prompt tokens leave no room to generate within "
                 f"backend.max_model_len {max_model_len}; raise backend.max_model_len (the model's context "

@@ -14,6 +14,7 @@ from srlm.generation.prompts import (
     check_prompt_lengths,
     first_stop,
     load_tokenizer,
+    prompts_fit,
     render_prompt_ids,
     stop_token_ids,
 )
@@ -48,7 +49,7 @@ class TransformersBackend(GenerationBackend):
         self._stats = GenerationStats(extra={"backend": self.name, "dtype": self.dtype, "load_s": self.load_seconds})
 
     def fits(self, requests: Sequence[Request]) -> list[bool]:
-        return [len(ids) < self._cfg.max_model_len for ids in render_prompt_ids(self._tokenizer, requests)]
+        return prompts_fit(render_prompt_ids(self._tokenizer, requests), self._cfg.max_model_len)
 
     def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
         import torch

@@ -19,7 +19,13 @@ from srlm.errors import BackendError
 from srlm.generation import ray_cluster
 from srlm.generation.base import Completion, GenerationBackend, GenerationStats, Request, Sampling
 from srlm.generation.device import DTYPES
-from srlm.generation.prompts import check_prompt_lengths, load_tokenizer, render_prompt_ids, stop_token_ids
+from srlm.generation.prompts import (
+    check_prompt_lengths,
+    load_tokenizer,
+    prompts_fit,
+    render_prompt_ids,
+    stop_token_ids,
+)
 from srlm.generation.ray_engine import VLLMEngineActor, actor_options
 
 log = logging.getLogger(__name__)
@@ -176,7 +182,7 @@ class VLLMBackend(GenerationBackend):
         return engines
 
     def fits(self, requests: Sequence[Request]) -> list[bool]:
-        return [len(ids) < self._cfg.max_model_len for ids in render_prompt_ids(self._tokenizer, requests)]
+        return prompts_fit(render_prompt_ids(self._tokenizer, requests), self._cfg.max_model_len)
 
     def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
         import ray
