@@ -22,6 +22,7 @@ from typing import Any
 
 from srlm.config import BackendConfig
 from srlm.generation import Sampling, open_backend
+from srlm.host import tree_cpu_seconds
 
 DEFAULT_MODEL = "~/.cache/srlm/models/smollm2-135m"
 
@@ -75,23 +76,6 @@ def load_prompts(count: int) -> tuple[list[str], str]:
     return [prompts[i % len(prompts)] for i in range(count)], source
 
 
-def tree_cpu_seconds() -> float:
-    """CPU seconds used so far by this process and all its descendants: with a local Ray head that includes
-    Ray's own daemons and the engine actor, so hosting costs are counted. Unlike wall time it barely moves when
-    other jobs compete for the cores, which makes it the steadier comparison on a shared machine."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:  # exited between listing and reading
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
-
-
 @dataclass
 class Measured:
     name: str
@@ -127,6 +111,8 @@ def open_warm(name: str, model: str, cfg: BackendConfig, requests: list, dtype: 
 
 
 def measure(backend: Any, measured: Measured, requests: list, sampling: Sampling) -> None:
+    # CPU of this process tree (with a local Ray head: Ray's daemons and the engine actor, so hosting costs count);
+    # unlike wall time it barely moves when other jobs compete for the cores: the steadier comparison here.
     tokens, seconds, cpu = backend.stats.output_tokens, backend.stats.seconds, tree_cpu_seconds()
     completions = backend.generate(requests, sampling)
     cpu = tree_cpu_seconds() - cpu

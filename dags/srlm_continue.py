@@ -11,7 +11,7 @@ from __future__ import annotations
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, task
 
-from srlm_dag_defaults import DEFAULT_ARGS, MODELS_ASSET, START_DATE, TIMEOUTS
+from srlm_airflow.dag_defaults import DEFAULT_ARGS, MODELS_ASSET, PUBLISH_TIMEOUT, START_DATE
 
 with DAG(
     dag_id="srlm_continue",
@@ -24,10 +24,10 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(execution_timeout=TIMEOUTS["publish"], retries=0)
+    @task(execution_timeout=PUBLISH_TIMEOUT, retries=0)
     def next_iterations(triggering_asset_events=None) -> list[dict]:
         """The srlm_iteration runs to trigger: one per published checkpoint that asked to continue."""
-        from srlm.orchestration.plan import continuation_conf, continuation_run_id
+        from srlm_airflow.params import continuation_conf, continuation_run_id
 
         triggers = []
         for event in triggering_asset_events[MODELS_ASSET]:
@@ -42,5 +42,5 @@ with DAG(
         task_id="trigger_iteration",
         trigger_dag_id="srlm_iteration",
         skip_when_already_exists=True,
-        execution_timeout=TIMEOUTS["publish"],
+        execution_timeout=PUBLISH_TIMEOUT,
     ).expand_kwargs(next_iterations())

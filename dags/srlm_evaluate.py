@@ -14,9 +14,8 @@ from __future__ import annotations
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.definitions.timetables.interval import CronDataIntervalTimetable
 
-from srlm_dag_defaults import DEFAULT_ARGS, START_DATE, TIMEOUTS, build_plan, run_params
-
-from operators import SrlmStepOperator
+from srlm_airflow.dag_defaults import DEFAULT_ARGS, PLAN_TIMEOUT, START_DATE, build_plan, run_params, step_timeout
+from srlm_airflow.operators import SrlmStepOperator
 
 EVALUATE_PARAMS = {
     **run_params(),
@@ -47,7 +46,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(execution_timeout=TIMEOUTS["plan"], retries=0)
+    @task(execution_timeout=PLAN_TIMEOUT, retries=0)
     def plan(params: dict | None = None) -> dict:
         return build_plan(params, iteration=0, model=None)
 
@@ -62,10 +61,10 @@ with DAG(
             "registered_to": "{{ data_interval_end.isoformat() }}",
         },
         return_key="checkpoints",
-        execution_timeout=TIMEOUTS["checkpoints"],
+        execution_timeout=step_timeout("checkpoints"),
     )
 
-    @task(execution_timeout=TIMEOUTS["plan"])
+    @task(execution_timeout=PLAN_TIMEOUT)
     def targets(checkpoints: list[dict], params: dict | None = None) -> list[dict]:
         """One evaluate task per checkpoint registered in the interval (none: the evaluate task is skipped)."""
         return [
@@ -80,6 +79,6 @@ with DAG(
         task_id="evaluate",
         step="evaluate",
         plan=run_plan,
-        execution_timeout=TIMEOUTS["evaluate"],
+        execution_timeout=step_timeout("evaluate"),
         max_active_tis_per_dagrun=1,  # checkpoints of one day are evaluated one after another
     ).expand_kwargs(targets(checkpoints.output))

@@ -2,10 +2,11 @@
 
 M_{t-1} → prompts → candidates → judgments → pairs → DPO → M_t → evaluation → publish.
 
-Each step runs as a Ray job (`python -m srlm.orchestration.task STEP --spec …`); training runs on the backend
-chosen by the `srlm_training_backend` Variable (ray | kubernetes | local). Tasks hand each other store URIs only.
-Every step is idempotent: a retry or a re-triggered run reuses committed outputs (unless *Force*), and a retry
-reattaches to a still-running Ray job instead of starting a second one.
+Each step runs as a Ray job (`python -m srlm.orchestration.task STEP --spec …`) that the task waits for in the
+triggerer, not in a worker slot; training runs on the deployment's backend (ray | kubernetes | local: the
+SRLM_TRAINING_BACKEND environment variable or the `srlm_training_backend` Variable, read when this file is parsed).
+Tasks hand each other store URIs only. Every step is idempotent: a retry or a re-triggered run reuses committed
+outputs (unless *Force*), and a retry reattaches to a still-running Ray job instead of starting a second one.
 
 Publishing emits an event on the `srlm://models` asset carrying the new checkpoint; with *Continue
 automatically*, `srlm_continue` then triggers the next iteration up to *Last iteration*.
@@ -15,18 +16,19 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from srlm_dag_defaults import (
+from srlm_airflow.dag_defaults import (
     DEFAULT_ARGS,
     GPU_POOL,
+    PLAN_TIMEOUT,
     START_DATE,
-    TIMEOUTS,
     build_plan,
     continuation_params,
     evaluate_and_publish,
     run_params,
+    step_timeout,
 )
-
-from operators import SrlmStepOperator, TrainingJobOperator
+from srlm_airflow.operators import SrlmStepOperator, training_operator
+from srlm_airflow.params import override_param
 
 ITERATION_PARAMS = {
     "iteration": Param(
@@ -44,35 +46,14 @@ ITERATION_PARAMS = {
         "registry, since DPO trains from the registered M_{t-1}. Empty: M_{t-1} from the registry.",
     ),
     **run_params(),
-    "num_prompts": Param(
-        None, type=["null", "integer"], minimum=1, title="Prompts",
-        description="New self-instruct prompts to keep (prompts.num_prompts). Empty: the config's value.",
-    ),
-    "num_candidates": Param(
-        None, type=["null", "integer"], minimum=2, title="Candidates per prompt",
-        description="Responses sampled per prompt (generate.num_candidates; paper: 4). Empty: the config's value.",
-    ),
-    "judge_samples": Param(
-        None, type=["null", "integer"], minimum=1, title="Judge samples",
-        description="Judgments averaged per candidate (judge.num_samples; paper: 3). Empty: the config's value.",
-    ),
-    "temperature": Param(
-        None, type=["null", "number"], minimum=0, maximum=2, title="Temperature",
-        description="Candidate sampling temperature (generate.temperature; paper: 0.7). Empty: the config's value.",
-    ),
-    "top_p": Param(
-        None, type=["null", "number"], exclusiveMinimum=0, maximum=1, title="Top-p",
-        description="Candidate nucleus sampling (generate.top_p; paper: 0.9). Empty: the config's value.",
-    ),
-    "beta": Param(
-        None, type=["null", "number"], exclusiveMinimum=0, title="DPO beta",
-        description="DPO β (dpo.beta; paper: 0.1). Empty: the config's value.",
-    ),
-    "backend": Param(
-        None, type=["null", "string"], enum=[None, "auto", "vllm", "transformers"], title="Generation backend",
-        values_display={None: "(the config's value)"},
-        description="auto (vLLM when it imports), vllm, or transformers (backend.backend). Empty: the config's value.",
-    ),
+    # Each overrides one config key; description, type and limits come from the config's field metadata.
+    "num_prompts": override_param("num_prompts", title="Prompts"),
+    "num_candidates": override_param("num_candidates", title="Candidates per prompt"),
+    "judge_samples": override_param("judge_samples", title="Judge samples"),
+    "temperature": override_param("temperature", title="Temperature"),
+    "top_p": override_param("top_p", title="Top-p"),
+    "beta": override_param("beta", title="DPO beta"),
+    "backend": override_param("backend", title="Generation backend"),
     **continuation_params(),
 }
 
@@ -89,19 +70,19 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(execution_timeout=TIMEOUTS["plan"], retries=0)
+    @task(execution_timeout=PLAN_TIMEOUT, retries=0)
     def plan(params: dict | None = None) -> dict:
         """Resolve the config file and params into the plan every step runs with."""
-        from srlm.orchestration.plan import previous_checkpoint
+        from srlm.checkpoint_ids import previous_checkpoint_id
 
         iteration = int(params["iteration"])
-        model = params.get("input_model") or previous_checkpoint(iteration)
+        model = params.get("input_model") or previous_checkpoint_id(iteration)
         return build_plan(params, iteration=iteration, model=model)
 
     run_plan = plan()
 
     prompts = SrlmStepOperator(
-        task_id="prompts", step="prompts", plan=run_plan, pool=GPU_POOL, execution_timeout=TIMEOUTS["prompts"]
+        task_id="prompts", step="prompts", plan=run_plan, pool=GPU_POOL, execution_timeout=step_timeout("prompts"),
     )
     generate = SrlmStepOperator(
         task_id="generate",
@@ -109,7 +90,7 @@ with DAG(
         plan=run_plan,
         inputs={"prompts": prompts.output},
         pool=GPU_POOL,
-        execution_timeout=TIMEOUTS["generate"],
+        execution_timeout=step_timeout("generate"),
     )
     judge = SrlmStepOperator(
         task_id="judge",
@@ -117,21 +98,22 @@ with DAG(
         plan=run_plan,
         inputs={"candidates": generate.output},
         pool=GPU_POOL,
-        execution_timeout=TIMEOUTS["judge"],
+        execution_timeout=step_timeout("judge"),
     )
     pairs = SrlmStepOperator(
         task_id="pairs",
         step="pairs",
         plan=run_plan,
         inputs={"candidates": generate.output, "judgments": judge.output},
-        execution_timeout=TIMEOUTS["pairs"],
+        execution_timeout=step_timeout("pairs"),
     )
-    train = TrainingJobOperator(
-        task_id="train",
-        step="train",
+    # The class is the deployment's training backend (ray | kubernetes | local), chosen when this file is parsed.
+    dpo = training_operator(
+        task_id="dpo",
+        step="dpo",
         plan=run_plan,
         inputs={"pairs": pairs.output},
         pool=GPU_POOL,
-        execution_timeout=TIMEOUTS["train"],
+        execution_timeout=step_timeout("dpo"),
     )
-    evaluate_and_publish(run_plan, train.output, seed=False)
+    evaluate_and_publish(run_plan, dpo.output, seed=False)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 
-from srlm_dag_defaults import (
+from srlm_airflow.dag_defaults import (
     DEFAULT_ARGS,
     GPU_POOL,
+    PLAN_TIMEOUT,
     START_DATE,
-    TIMEOUTS,
     build_plan,
     continuation_params,
     evaluate_and_publish,
     run_params,
+    step_timeout,
 )
-
-from operators import TrainingJobOperator
+from srlm_airflow.operators import training_operator
 
 SEED_PARAMS = {
     "base_model": Param(
@@ -46,14 +46,15 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(execution_timeout=TIMEOUTS["plan"], retries=0)
+    @task(execution_timeout=PLAN_TIMEOUT, retries=0)
     def plan(params: dict | None = None) -> dict:
         """Resolve the config file and params; the base model param overrides model.base."""
         return build_plan(params, iteration=0, model=params.get("base_model"))
 
     run_plan = plan()
 
-    sft = TrainingJobOperator(
-        task_id="sft", step="sft", plan=run_plan, pool=GPU_POOL, execution_timeout=TIMEOUTS["sft"]
+    # The class is the deployment's training backend (ray | kubernetes | local), chosen when this file is parsed.
+    sft = training_operator(
+        task_id="sft", step="sft", plan=run_plan, pool=GPU_POOL, execution_timeout=step_timeout("sft")
     )
     evaluate_and_publish(run_plan, sft.output, seed=True)

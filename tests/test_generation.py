@@ -178,8 +178,10 @@ def test_explicit_vllm_without_vllm_is_an_error(monkeypatch):
 
 
 def test_unknown_backend_is_a_clear_error_before_loading_anything(tmp_path):
+    cfg = BackendConfig()
+    object.__setattr__(cfg, "backend", "tgi")  # past the config's own validation, as a hand-built object may be
     with pytest.raises(BackendError, match=r"backend.backend: unknown backend 'tgi'; choose one of auto, vllm"):
-        open_backend(str(tmp_path / "no-model"), BackendConfig(backend="tgi"))
+        open_backend(str(tmp_path / "no-model"), cfg)
 
 
 def test_vllm_available_is_false_when_not_installed(monkeypatch):

@@ -44,7 +44,7 @@ def scripted_text(request, sample: int) -> str:
 
 class ScriptedBackend(GenerationBackend):
     name = "scripted"
-    opened: list["ScriptedBackend"] = []
+    opened: list[ScriptedBackend] = []
 
     def __init__(self, path: str):
         self.path = path
@@ -80,7 +80,8 @@ def fake_training(monkeypatch, tmp_path):
         assert all(b.closed for b in ScriptedBackend.opened), "the generation backend must be closed before training"
         jobs.append(spec)
         out = fake_model_dir(tmp_path / "trained", f"{spec.checkpoint_id}-{len(jobs)}")
-        artifacts.write_directory(spec.output_uri, out, force=force)
+        # As the launcher does: the step's producer (its fingerprint) goes into the checkpoint's manifest.
+        artifacts.write_directory(spec.output_uri, out, producer={"config": spec.config, **spec.producer}, force=force)
         return register_checkpoint(
             spec.layout, spec.checkpoint_id, spec.iteration, spec.output_uri, spec.parent_id, spec.kind, 7, True,
             ",".join(spec.data_uris), spec.config, force=force,

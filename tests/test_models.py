@@ -12,7 +12,6 @@ from srlm.models import cache as model_cache
 from srlm.models.known import KNOWN_MODELS, known_model
 from srlm.models.resolve import resolve_model
 
-
 # ------------------------------------------------------------------------------------------------ tiny model
 
 

@@ -1,8 +1,10 @@
-"""RayJobOperator / SrlmStepOperator / TrainingJobOperator against a real local Ray head with the Jobs API.
+"""srlm_airflow's operators against a real local Ray head with the Jobs API: RayJobOperator (on the worker and
+deferred to the triggerer), SrlmStepOperator and the training operators per backend.
 
 Each test plays the tries of one task instance by hand: a fresh operator object per try (as a retry gets in a new
 worker process), the same (dag_id, run_id, task_id), and — where the test says so — the task state store that
-Airflow 3.3's ResumableJobMixin keeps between tries.
+Airflow 3.3's ResumableJobMixin keeps between tries. A deferred try is played the same way: execute raises
+TaskDeferred, the trigger runs on its own (as in the triggerer), and a fresh operator resumes in execute_complete.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from srlm.orchestration.ray_jobs import MISSING, RayJobs, resubmission_id, submission_id
+from srlm.orchestration.ray_jobs import ACTIVE_STATUSES, MISSING, RayJobs, resubmission_id, submission_id
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -64,8 +66,10 @@ def run_id() -> str:
 
 
 def make_operator(task_id: str, entrypoint: str, ray_conn: str, **kwargs):
-    from operators import RayJobOperator
+    """A RayJobOperator; following the job on the worker unless the test asks for deferral."""
+    from srlm_airflow.operators import RayJobOperator
 
+    kwargs.setdefault("deferrable", False)
     return RayJobOperator(
         task_id=task_id, entrypoint=entrypoint, ray_conn_id=ray_conn, aws_conn_id=None, poll_interval=0.2, **kwargs
     )
@@ -212,10 +216,10 @@ def test_store_credentials_reach_the_job_environment_only(ray_conn, run_id, monk
         "seen['secret_sha'] = hashlib.sha256(os.environ['AWS_SECRET_ACCESS_KEY'].encode()).hexdigest()\n"
         "print('srlm-task-result: ' + json.dumps(seen))"
     )
-    from operators import RayJobOperator
+    from srlm_airflow.operators import RayJobOperator
 
     op = RayJobOperator(task_id="creds", entrypoint=python_command(code), ray_conn_id=ray_conn,
-                        aws_conn_id="aws_test", poll_interval=0.2)
+                        aws_conn_id="aws_test", poll_interval=0.2, deferrable=False)
     seen = op.execute(make_context("creds", run_id, store=TaskStateStore()))
     assert seen == {
         "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ACCESS_KEY_ID": "AKIATEST", "AWS_REGION": "eu-west-1",
@@ -231,7 +235,7 @@ def test_store_credentials_reach_the_job_environment_only(ray_conn, run_id, monk
 def registry_plan(store: str) -> dict:
     from srlm.orchestration.plan import plan_run
 
-    return plan_run({"store_uri": store, "run_name": "ops"}, iteration=0, model=None).to_dict()
+    return plan_run(overrides={"store.uri": store, "run.name": "ops"}, iteration=0, model=None).to_dict()
 
 
 def register_fake_checkpoint(store: str, tmp_path: Path) -> str:
@@ -247,16 +251,24 @@ def register_fake_checkpoint(store: str, tmp_path: Path) -> str:
     return layout.registry
 
 
-@pytest.mark.parametrize("backend", ["ray", "local"])
-def test_training_operator_runs_the_task_entrypoint_on_ray_and_locally(backend, ray_conn, run_id, tmp_path):
-    from operators import TrainingJobOperator
+@pytest.mark.parametrize(
+    ("backend", "backend_kwargs"),
+    [("ray", {"training_gpus": "0", "poll_interval": 0.2, "deferrable": False}), ("local", {})],
+)
+def test_training_operator_runs_the_task_entrypoint_on_ray_and_locally(
+    backend, backend_kwargs, ray_conn, run_id, tmp_path
+):
+    from srlm_airflow.operators import LocalTrainingOperator, RayTrainingOperator, training_operator
 
     store = str(tmp_path / "store")
     registry = register_fake_checkpoint(store, tmp_path)
-    op = TrainingJobOperator(
-        task_id=f"list-{backend}", step="checkpoints", plan=registry_plan(store), training_backend=backend,
-        training_gpus="0", ray_conn_id=ray_conn, aws_conn_id=None, poll_interval=0.2, return_key="checkpoints",
+    if backend == "ray":
+        backend_kwargs["ray_conn_id"] = ray_conn
+    op = training_operator(
+        backend, task_id=f"list-{backend}", step="checkpoints", plan=registry_plan(store), aws_conn_id=None,
+        return_key="checkpoints", **backend_kwargs,
     )
+    assert type(op) is {"ray": RayTrainingOperator, "local": LocalTrainingOperator}[backend]
     checkpoints = op.execute(make_context(f"list-{backend}", run_id, store=TaskStateStore()))
     assert [(c["checkpoint_id"], c["iteration"], c["final"]) for c in checkpoints] == [("M0", 0, True)]
     assert registry.endswith("runs/ops/registry")
@@ -265,32 +277,145 @@ def test_training_operator_runs_the_task_entrypoint_on_ray_and_locally(backend, 
 def test_training_operator_refuses_an_unknown_backend():
     from airflow.sdk.exceptions import AirflowFailException
 
-    from operators import TrainingJobOperator
+    from srlm_airflow.operators import training_operator
 
-    op = TrainingJobOperator(task_id="t", step="train", plan={}, training_backend="slurm")
     with pytest.raises(AirflowFailException, match="expected one of ray, kubernetes, local"):
-        op.execute(make_context("t", "r"))
+        training_operator("slurm", task_id="t", step="dpo", plan={})
+
+
+def test_training_backend_comes_from_the_environment_then_the_variable(monkeypatch):
+    from srlm_airflow.operators import configured_backend
+
+    monkeypatch.delenv("SRLM_TRAINING_BACKEND", raising=False)
+    monkeypatch.delenv("AIRFLOW_VAR_SRLM_TRAINING_BACKEND", raising=False)
+    assert configured_backend() == "ray"
+    monkeypatch.setenv("AIRFLOW_VAR_SRLM_TRAINING_BACKEND", "local")
+    assert configured_backend() == "local"
+    monkeypatch.setenv("SRLM_TRAINING_BACKEND", "Kubernetes ")
+    assert configured_backend() == "kubernetes"  # the environment variable wins, and is normalised
 
 
 def test_kubernetes_backend_builds_a_gpu_pod_running_the_same_entrypoint(tmp_path):
     pytest.importorskip("airflow.providers.cncf.kubernetes.operators.pod")
-    from operators import TrainingJobOperator
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from srlm_airflow.operators import training_operator
 
     plan = registry_plan(str(tmp_path / "store"))
     plan["iteration"] = 2
-    op = TrainingJobOperator(
-        task_id="train", step="train", plan=plan, inputs={"pairs": "s3://b/runs/ops/iterations/002/pairs"},
-        training_backend="kubernetes", training_gpus="2", image="srlm-worker:cuda", namespace="ml",
-        store_secret="srlm-store", aws_conn_id="aws_test",
+    operator = training_operator(
+        "kubernetes", task_id="dpo", step="dpo", plan=plan, inputs={"pairs": "s3://b/runs/ops/iterations/002/pairs"},
+        training_gpus="2", image="srlm-worker:cuda", namespace="ml", store_secret="srlm-store", aws_conn_id="aws_test",
     )
-    operator = op.pod_operator(make_context("train", "r"))
+    assert isinstance(operator, KubernetesPodOperator)  # the pod operator itself, built when the DAG is parsed
     assert operator.do_xcom_push and operator.reattach_on_restart
+    assert operator.deferrable  # waits in the triggerer like the Ray operators
+    operator.configure_pod()  # what execute does with the rendered fields before the provider builds the pod
     pod = operator.build_pod_request_obj(dry_run=True)
     (container,) = [c for c in pod.spec.containers if c.name == "base"]
     assert pod.metadata.namespace == "ml" and container.image == "srlm-worker:cuda"
-    assert container.command[:4] == ["python", "-m", "srlm.orchestration.task", "train"]
+    assert container.command[:4] == ["python", "-m", "srlm.orchestration.task", "dpo"]
     spec = json.loads(container.command[container.command.index("--spec") + 1])
     assert spec["iteration"] == 2 and spec["inputs"] == {"pairs": "s3://b/runs/ops/iterations/002/pairs"}
     assert container.resources.limits == {"nvidia.com/gpu": "2"}
     assert container.env_from[0].secret_ref.name == "srlm-store"
     assert {e.name for e in container.env} == {"PYTHONUNBUFFERED"}  # credentials come from the Secret only
+
+
+# ------------------------------------------------------------------------------- deferral to the triggerer
+
+
+def run_trigger(trigger) -> dict:
+    """Run a trigger to its first event, as the triggerer would (in its own event loop), and return the payload."""
+    import asyncio
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    return asyncio.run(first_event())
+
+
+def test_long_ray_job_waits_in_the_triggerer_not_in_a_worker_slot(ray_conn, run_id, tmp_path, capsys):
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from srlm_airflow.triggers import RayJobTrigger
+
+    flag = tmp_path / "finish"
+    entrypoint = python_command(
+        "import json, os, time\nprint('working on it', flush=True)\n"
+        f"while not os.path.exists({str(flag)!r}):\n    time.sleep(0.1)\n"
+        "print('srlm-task-result: ' + json.dumps({'uri': 's3://b/long'}), flush=True)"
+    )
+    store = TaskStateStore()
+    worker = make_operator("long", entrypoint, ray_conn, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        worker.execute(make_context("long", run_id, store=store))
+    # The worker's execute has returned (by deferring) while the job is still running: no slot is held.
+    sid = submission_id("srlm_test", run_id, "long")
+    assert worker.jobs.status(sid) in ACTIVE_STATUSES
+    assert store.get("ray_submission_id") == sid  # the mixin recorded it before deferring
+    trigger, method = deferred.value.trigger, deferred.value.method_name
+    assert isinstance(trigger, RayJobTrigger) and method == "execute_complete"
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "srlm_airflow.triggers.RayJobTrigger"
+    assert kwargs["submission_id"] == sid and kwargs["address"] == worker.jobs.address
+    assert "headers" not in json.dumps(kwargs)  # connection secrets stay in the connection
+
+    # The triggerer rebuilds the trigger from its serialized form and follows the job until it ends.
+    flag.touch()
+    event = run_trigger(RayJobTrigger(**kwargs))
+    assert (event["status"], event["job_status"], event["submission_id"]) == ("success", "SUCCEEDED", sid)
+
+    # A fresh operator (the resumed try runs in a new worker process) returns the job's result and copies its log.
+    resumed = make_operator("long", entrypoint, ray_conn, deferrable=True)
+    assert resumed.execute_complete(make_context("long", run_id, store=store), event) == {"uri": "s3://b/long"}
+    assert "[ray] working on it" in capsys.readouterr().out
+    assert resumed.last_submission_id == sid  # the "Ray job" link points at it
+    assert worker.jobs.status(resubmission_id(sid, 1)) == MISSING  # one job, followed once
+
+
+def test_deferred_job_that_fails_fails_the_try_and_the_retry_resubmits(ray_conn, run_id, tmp_path):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+
+    from srlm_airflow.triggers import RayJobTrigger
+
+    flag, marker = tmp_path / "finish", tmp_path / "failed-once"
+    entrypoint = python_command(
+        "import os, sys, time\n"
+        f"while not os.path.exists({str(flag)!r}):\n    time.sleep(0.1)\n"
+        f"if not os.path.exists({str(marker)!r}):\n"
+        f"    open({str(marker)!r}, 'w').close(); print('transient failure'); sys.exit(1)\n"
+        "sys.exit(3)"  # the retry hits a bad config: a failure retries cannot fix
+    )
+    store = TaskStateStore()
+    with pytest.raises(TaskDeferred) as first:
+        make_operator("fails", entrypoint, ray_conn, deferrable=True).execute(make_context("fails", run_id, store=store))
+    flag.touch()
+    event = run_trigger(RayJobTrigger(**first.value.trigger.serialize()[1]))
+    assert (event["status"], event["job_status"]) == ("failed", "FAILED")
+    with pytest.raises(AirflowException, match="ended FAILED") as failed:
+        make_operator("fails", entrypoint, ray_conn).execute_complete(make_context("fails", run_id, store=store), event)
+    assert not isinstance(failed.value, AirflowFailException)  # retryable
+
+    retry = make_context("fails", run_id, store=store, try_number=2)
+    with pytest.raises(TaskDeferred) as second:  # or the job already ended; either way it is the -r1 job
+        make_operator("fails", entrypoint, ray_conn, deferrable=True).execute(retry)
+    base = submission_id("srlm_test", run_id, "fails")
+    assert second.value.trigger.submission_id == resubmission_id(base, 1)
+    event = run_trigger(second.value.trigger)
+    assert (event["status"], event["exit_code"]) == ("permanent_failure", 3)
+    with pytest.raises(AirflowFailException, match="failed permanently"):
+        make_operator("fails", entrypoint, ray_conn).execute_complete(retry, event)
+
+
+def test_deferrable_retry_of_a_succeeded_job_returns_without_deferring(ray_conn, run_id):
+    entrypoint = python_command("print('srlm-task-result: {\"uri\": \"done\"}')")
+    store = TaskStateStore()
+    assert make_operator("done", entrypoint, ray_conn).execute(make_context("done", run_id, store=store)) == {
+        "uri": "done"
+    }
+    again = make_operator("done", entrypoint, ray_conn, deferrable=True)
+    assert again.execute(make_context("done", run_id, store=store, try_number=2)) == {"uri": "done"}
+    assert again.execute(make_context("done", run_id, try_number=3)) == {"uri": "done"}  # found by its id chain

@@ -1,5 +1,6 @@
 """srlm.orchestration (Airflow-free): submission ids and the reattach/resubmit decision, step specs, run plans,
-auto-continuation, store credentials, result lines and the task entry point."""
+store credentials, result lines and the task entry point; and the DAG-param side of plans, auto-continuation and
+AWS connections, which live in the Airflow package (srlm_airflow) and are imported where they are tested."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from types import SimpleNamespace
 import pytest
 
 from srlm.errors import ConfigError
+from srlm.orchestration import task
 from srlm.orchestration.local_process import LocalStepProcess
-from srlm.orchestration.plan import RunPlan, continuation_conf, continuation_run_id, plan_run
+from srlm.orchestration.plan import RunPlan
 from srlm.orchestration.ray_jobs import JobRequest, RayJobError, RayJobs, _LogFollower, resubmission_id, submission_id
 from srlm.orchestration.result import format_result, parse_result
 from srlm.orchestration.spec import StepSpec
-from srlm.orchestration.store_env import env_from_aws_connection, env_from_environment, secret_values
-from srlm.orchestration import task
+from srlm.orchestration.store_env import env_from_environment, secret_values
 
 # ------------------------------------------------------------------------------------------- submission ids
 
@@ -164,6 +165,13 @@ def test_invalid_spec_json_names_line_and_column():
 # ------------------------------------------------------------------------------------------------ run plans
 
 
+def plan_run(params, *, iteration, model, search=()):
+    """A run's plan from DAG params (srlm_airflow.params), over srlm.orchestration.plan.plan_run."""
+    from srlm_airflow.params import plan_from_params
+
+    return plan_from_params(params, iteration=iteration, model=model, search=search)
+
+
 def test_plan_applies_only_given_params_and_makes_local_stores_absolute(tmp_path, monkeypatch):
     config = tmp_path / "small.yaml"
     config.write_text("prompts:\n  num_prompts: 7\ngenerate:\n  num_candidates: 3\n")
@@ -203,6 +211,8 @@ def published(iteration: int, **params) -> dict:
 
 
 def test_continuation_triggers_the_next_iteration_only_when_asked_and_not_past_the_last():
+    from srlm_airflow.params import continuation_conf, continuation_run_id
+
     assert continuation_conf(published(1, auto_continue=False, last_iteration=3)) is None
     assert continuation_conf(published(3, auto_continue=True, last_iteration=3)) is None
     conf = continuation_conf(published(1, auto_continue=True, last_iteration=3, beta=0.2, run_name="exp"))
@@ -216,6 +226,8 @@ def test_continuation_triggers_the_next_iteration_only_when_asked_and_not_past_t
 
 
 def test_aws_connection_fields_become_the_s3_environment():
+    from srlm_airflow.store_credentials import env_from_aws_connection
+
     env = env_from_aws_connection(
         "AKIAEXAMPLE", "secret-key", {"endpoint_url": "http://minio:9000", "region_name": "eu-west-1",
                                       "aws_session_token": "tok"}
@@ -299,3 +311,23 @@ def test_an_input_model_other_than_the_registered_parent_is_refused_before_any_w
     assert task.main(["prompts", "--spec", plan.spec("prompts").to_json()]) == 3
     assert "is not the registered M0" in capsys.readouterr().err
     assert not artifacts.is_committed(RunLayout(tmp_store, "win").prompts(1))
+
+
+def test_evaluate_step_calls_the_evaluation_library_and_keeps_its_result_shape(tmp_store, tmp_path, monkeypatch):
+    from srlm.store import RunLayout
+
+    def no_cli(argv=None):
+        raise AssertionError(f"the evaluate step ran the srlm CLI: {argv}")
+
+    monkeypatch.setattr("srlm.cli.main.main", no_cli)
+    register(tmp_store, "M0", 0, tmp_path)
+    plan = plan_run({"store_uri": tmp_store, "run_name": "win"}, iteration=0, model=None)
+    layout = RunLayout(tmp_store, "win")
+    outputs = task.run_step(plan.spec("evaluate", options={"checkpoint": "M0", "suites": ["reward_model"]}))
+    assert outputs == {
+        "uri": layout.eval_result("M0", "", ""),
+        "results": {},
+        "skipped": {"reward_model": f"no human-ranked eval groups at {layout.eval_groups} (set seed_data.eval_groups_uri)"},
+    }
+    with pytest.raises(ConfigError, match="unknown suite.*bogus"):
+        task.run_step(plan.spec("evaluate", options={"checkpoint": "M0", "suites": ["bogus"]}))

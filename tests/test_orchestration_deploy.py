@@ -128,3 +128,13 @@ def test_make_up_script_is_valid_bash():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
     assert "ray_head start" in text and "airflow standalone" in text and "pools set srlm_gpu" in text
+    assert "PYTHONPATH" not in text.replace("no PYTHONPATH", "")  # the DAGs import the installed srlm_airflow
+    # Deferred GPU steps still hold their GPU on Ray: the pool must count them (here and in the chart's migrate job).
+    assert "--include-deferred" in text
+    assert "--include-deferred" in (CHART / "templates" / "airflow-migrate-job.yaml").read_text()
+
+
+def test_airflow_image_installs_srlm_airflow_instead_of_putting_the_repository_on_the_path():
+    text = (REPO_ROOT / "docker" / "Dockerfile.airflow").read_text()
+    assert "PYTHONPATH" not in text
+    assert "pip install --no-deps /opt/srlm" in text and "import srlm_airflow" in text

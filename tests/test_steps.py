@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -179,8 +179,9 @@ def test_prompts_resume_after_the_last_committed_round(tmp_store):
 
 
 def test_prompts_config_is_checked(tmp_store):
-    ctx = make_ctx(tmp_store, **{"prompts.near_duplicate_threshold": 0.0})
+    # The config is validated as it loads (srlm.config), before the step or any backend runs.
     with pytest.raises(ConfigError, match="near_duplicate_threshold"):
+        ctx = make_ctx(tmp_store, **{"prompts.near_duplicate_threshold": 0.0})
         generate_prompts(ctx, 1, model=MODEL, backends=BackendPool.serving(ScriptedBackend(str)), seeds=SEEDS)
 
 
@@ -397,7 +398,8 @@ def test_backend_pool_opens_lazily_keeps_one_backend_and_switches_models():
 
 
 def test_summary_renders_one_screen_and_round_trips_as_json():
-    from srlm.steps.summary import StepSummary, score_histogram
+    from srlm.judging.scores import score_histogram
+    from srlm.steps.summary import StepSummary
 
     summary = StepSummary("judge", 2, "s3://b/runs/x/iterations/002/judgments", wall_seconds=75.0)
     summary.add("parse_rate", 0.5, "parse rate", "50.0% (3/6)")
@@ -406,7 +408,8 @@ def test_summary_renders_one_screen_and_round_trips_as_json():
     text = summary.render()
     assert text.splitlines()[0].startswith("── judge · iteration 2")
     assert "parse rate           50.0% (3/6)" in text and "wall time            1m 15s" in text
-    assert "4 " + "█" * 30 + " 2" in text  # 4.0 and 4.5 share the 4 bin, the tallest bar
+    assert "5 " + "█" * 30 + " 2" in text  # 4.5 and 5.0 share the 5 bin (nearest grade), the tallest bar
+    assert "4 " + "█" * 15 + " " * 15 + " 1" in text
     assert len(text.splitlines()) <= 24
     data = json.loads(summary.to_json())
-    assert data["metrics"]["parse_rate"] == 0.5 and data["histograms"]["scores"]["4"] == 2
+    assert data["metrics"]["parse_rate"] == 0.5 and data["histograms"]["scores"]["5"] == 2

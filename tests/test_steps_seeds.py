@@ -30,7 +30,7 @@ def test_shipped_seed_data_is_written_into_the_run_and_subsampled(tmp_store):
     assert len(ift_rows) == 20 and {r["kind"] for r in ift_rows} == {"ift"}
     shipped_ids = shipped_ift_table().column("example_id").to_pylist()
     assert [r["example_id"] for r in ift_rows] == [i for i in shipped_ids if i in {r["example_id"] for r in ift_rows}]
-    assert len(eft_rows) == 24 and Counter(r["score"] for r in eft_rows) == {s: 4 for s in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)}
+    assert len(eft_rows) == 24 and Counter(r["score"] for r in eft_rows) == dict.fromkeys((0.0, 1.0, 2.0, 3.0, 4.0, 5.0), 4)
 
     before = artifacts.read_manifest(eft).sha256
     assert seed_tables(ctx) == (ift, eft) and artifacts.read_manifest(eft).sha256 == before  # reused

@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -32,9 +33,11 @@ from srlm.store.uri import join_uri, split_s3
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Rows with incompressible text so every Parquet part is hundreds of KiB.
+# The writer's preamble: the store calls it may make, and rows with incompressible text so every Parquet part is
+# hundreds of KiB.
 MAKE_ROWS = """
 import os
+from srlm.store import fetch_directory, write_directory, write_table
 def rows(n, tag):
     return [{"prompt_id": f"{tag}{i:06d}", "prompt": os.urandom(24).hex(), "source": "seed"} for i in range(n)]
 """
@@ -73,7 +76,7 @@ artifacts._write_atomic = _write_atomic
 
 
 def kill_writer_when_ready(hook: str, body: str) -> None:
-    """Run `hook` + `body` in a fresh Python, wait for its "ready" line, then SIGKILL it."""
+    """Run `hook` + `body` (one store call) in a fresh Python, wait for its "ready" line, then SIGKILL it."""
     code = textwrap.dedent(MAKE_ROWS) + textwrap.dedent(hook) + textwrap.dedent(body)
     proc = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -102,27 +105,37 @@ def local_attempts(uri: str) -> list[Path]:
     return sorted(root.iterdir()) if root.exists() else []
 
 
+def random_files(directory: Path, names: tuple[str, ...], size: int) -> Path:
+    """A new directory of incompressible files (a stand-in checkpoint), so writes and fetches take real I/O."""
+    directory.mkdir()
+    for name in names:
+        (directory / name).write_bytes(os.urandom(size))
+    return directory
+
+
 def assert_uncommitted(uri: str) -> None:
     assert not is_committed(uri)
     with pytest.raises(UncommittedArtifactError, match=uri):
         read_table(uri)
 
 
-def test_killed_mid_file_leaves_nothing_committed_and_rerun_cleans_up(tmp_store):
-    uri = join_uri(tmp_store, "candidates")
-    kill_writer_when_ready(
-        BLOCK_MID_SECOND_FILE,
-        f"""
-        from srlm.store import write_table
-        write_table({uri!r}, rows(40000, "dead"), "prompts", rows_per_file=10000)
-        """,
-    )
+def kill_table_writer(root: str, name: str, hook: str, num_rows: int, rows_per_file: int) -> str:
+    """Write `num_rows` rows to <root>/<name> in a writer SIGKILLed at `hook`; check that nothing reads as
+    committed, and return the URI."""
+    uri = join_uri(root, name)
+    rows = f"rows({num_rows}, 'dead')"
+    kill_writer_when_ready(hook, f"write_table({uri!r}, {rows}, 'prompts', rows_per_file={rows_per_file})")
     assert_uncommitted(uri)
+    return uri
+
+
+def test_killed_mid_file_leaves_nothing_committed_and_rerun_cleans_up(tmp_store):
+    uri = kill_table_writer(tmp_store, "candidates", BLOCK_MID_SECOND_FILE, 40000, 10000)
     (dead,) = local_attempts(uri)
     files = sorted(dead.iterdir())
     assert [f.name for f in files] == ["part-00000.parquet", "part-00001.parquet"]
     assert pq.ParquetFile(files[0]).metadata.num_rows == 10000  # the first part was complete...
-    with pytest.raises(Exception):
+    with pytest.raises(pa.ArrowException):
         pq.ParquetFile(files[1])  # ...the second is torn: proof the kill landed mid-write
 
     manifest = write_table(uri, [{"prompt_id": "ok", "prompt": "p", "source": "seed"}], "prompts")
@@ -132,15 +145,7 @@ def test_killed_mid_file_leaves_nothing_committed_and_rerun_cleans_up(tmp_store)
 
 
 def test_killed_before_commit_then_rerun(tmp_store):
-    uri = join_uri(tmp_store, "judgments")
-    kill_writer_when_ready(
-        BLOCK_BEFORE_COMMIT,
-        f"""
-        from srlm.store import write_table
-        write_table({uri!r}, rows(20000, "dead"), "prompts", rows_per_file=5000)
-        """,
-    )
-    assert_uncommitted(uri)
+    uri = kill_table_writer(tmp_store, "judgments", BLOCK_BEFORE_COMMIT, 20000, 5000)
     (dead,) = local_attempts(uri)
     assert len(list(dead.iterdir())) == 4  # all data was written; only the commit is missing
     assert sorted(p.name for p in Path(uri).iterdir()) == ["_attempts"]  # no manifest, not even a temp one
@@ -154,31 +159,16 @@ def test_killed_before_commit_then_rerun(tmp_store):
 def test_killed_force_rewrite_keeps_the_committed_version(tmp_store):
     uri = join_uri(tmp_store, "pairs")
     committed = write_table(uri, [{"prompt_id": "v1", "prompt": "p", "source": "seed"}], "prompts")
-    kill_writer_when_ready(
-        BLOCK_BEFORE_COMMIT,
-        f"""
-        from srlm.store import write_table
-        write_table({uri!r}, rows(1000, "v2"), "prompts", force=True)
-        """,
-    )
+    kill_writer_when_ready(BLOCK_BEFORE_COMMIT, f"write_table({uri!r}, rows(1000, 'v2'), 'prompts', force=True)")
     assert read_manifest(uri) == committed
     assert read_table(uri, verify=True).column("prompt_id").to_pylist() == ["v1"]
     assert len(local_attempts(uri)) == 2  # the dead v2 attempt sits beside v1 until the next commit
 
 
 def test_killed_directory_write_then_rerun(tmp_store, tmp_path):
-    source = tmp_path / "ckpt"
-    source.mkdir()
-    for name in ("a.bin", "b.bin", "c.bin"):
-        (source / name).write_bytes(os.urandom(2_000_000))
+    source = random_files(tmp_path / "ckpt", ("a.bin", "b.bin", "c.bin"), 2_000_000)
     uri = join_uri(tmp_store, "models", "M1")
-    kill_writer_when_ready(
-        BLOCK_BEFORE_COMMIT,
-        f"""
-        from srlm.store import write_directory
-        write_directory({uri!r}, {str(source)!r})
-        """,
-    )
+    kill_writer_when_ready(BLOCK_BEFORE_COMMIT, f"write_directory({uri!r}, {str(source)!r})")
     assert not is_committed(uri)
     with pytest.raises(UncommittedArtifactError):
         fetch_directory(uri)
@@ -191,15 +181,7 @@ def test_killed_directory_write_then_rerun(tmp_store, tmp_path):
 
 
 def test_killed_s3_writer_leaves_nothing_committed(s3_store):
-    uri = join_uri(s3_store, "candidates")
-    kill_writer_when_ready(
-        BLOCK_MID_SECOND_FILE,
-        f"""
-        from srlm.store import write_table
-        write_table({uri!r}, rows(40000, "dead"), "prompts", rows_per_file=10000)
-        """,
-    )
-    assert_uncommitted(uri)
+    uri = kill_table_writer(s3_store, "candidates", BLOCK_MID_SECOND_FILE, 40000, 10000)
     bucket, prefix = split_s3(uri)
     client = s3_client()
 
@@ -247,20 +229,11 @@ artifacts._copy_verified = _copy_verified
 
 
 def test_killed_fetch_leaves_no_partial_cache_entry(s3_store, tmp_path):
-    source = tmp_path / "ckpt"
-    source.mkdir()
-    for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        (source / name).write_bytes(os.urandom(500_000))
+    source = random_files(tmp_path / "ckpt", ("config.json", "model.safetensors", "tokenizer.json"), 500_000)
     uri = join_uri(s3_store, "models", "M0")
     manifest = write_directory(uri, source)
     cache = tmp_path / "cache"
-    kill_writer_when_ready(
-        BLOCK_MID_FETCH,
-        f"""
-        from srlm.store import fetch_directory
-        fetch_directory({uri!r}, cache_dir={str(cache)!r})
-        """,
-    )
+    kill_writer_when_ready(BLOCK_MID_FETCH, f"fetch_directory({uri!r}, cache_dir={str(cache)!r})")
     target = cache / read_manifest(uri).sha256
     assert not target.exists()
     (partial,) = cache.iterdir()  # the dead fetch's half-built copy, under a name no reader uses

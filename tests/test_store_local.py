@@ -24,12 +24,12 @@ from srlm.store import (
     read_manifest,
     read_table,
     read_text,
+    schemas,
     shard_uri,
     write_directory,
     write_table,
     write_text,
 )
-from srlm.store import schemas
 from srlm.store.uri import join_uri
 
 

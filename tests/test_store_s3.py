@@ -14,23 +14,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from srlm import store
 from srlm.config import SRLMConfig, StoreConfig
 from srlm.errors import StoreError, UncommittedArtifactError
-from srlm.store import (
-    commit_shards,
-    configure_store,
-    delete_artifact,
-    fetch_directory,
-    is_committed,
-    list_committed,
-    read_manifest,
-    read_table,
-    read_text,
-    shard_uri,
-    write_directory,
-    write_table,
-    write_text,
-)
 from srlm.store.filesystems import s3_client, s3_settings
 from srlm.store.uri import join_uri, split_s3
 from tests.fixtures.store import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, FAKE_SESSION_TOKEN
@@ -48,7 +34,7 @@ def keys(uri: str) -> list[str]:
 
 def test_table_on_s3_reads_back_with_independent_clients(s3_store, s3_server):
     uri = join_uri(s3_store, "prompts")
-    manifest = write_table(uri, prompt_rows(25), "prompts", rows_per_file=10)
+    manifest = store.write_table(uri, prompt_rows(25), "prompts", rows_per_file=10)
     bucket, prefix = split_s3(uri)
 
     # boto3: the manifest is a plain JSON object and every listed file matches its checksum
@@ -68,15 +54,15 @@ def test_table_on_s3_reads_back_with_independent_clients(s3_store, s3_server):
     direct = pq.read_table(f"{bucket}/{prefix}/{manifest.files[0].path}", filesystem=fs)
     assert direct.column("prompt_id").to_pylist() == [f"p{i:04d}" for i in range(10)]
 
-    assert read_table(uri, verify=True).column("prompt_id").to_pylist() == [f"p{i:04d}" for i in range(25)]
+    assert store.read_table(uri, verify=True).column("prompt_id").to_pylist() == [f"p{i:04d}" for i in range(25)]
 
 
 def test_s3_idempotence_force_and_cleanup(s3_store):
     uri = join_uri(s3_store, "t")
-    first = write_table(uri, prompt_rows(3), "prompts")
-    assert write_table(uri, prompt_rows(1), "prompts") == first
-    second = write_table(uri, prompt_rows(4), "prompts", force=True)
-    assert read_table(uri).num_rows == 4
+    first = store.write_table(uri, prompt_rows(3), "prompts")
+    assert store.write_table(uri, prompt_rows(1), "prompts") == first
+    second = store.write_table(uri, prompt_rows(4), "prompts", force=True)
+    assert store.read_table(uri).num_rows == 4
     assert not any(first.attempt_id in key for key in keys(uri))
     assert any(second.attempt_id in key for key in keys(uri))
 
@@ -84,22 +70,22 @@ def test_s3_idempotence_force_and_cleanup(s3_store):
 def test_s3_uncommitted_and_listing(s3_store):
     uri = join_uri(s3_store, "runs", "x")
     with pytest.raises(UncommittedArtifactError, match=uri):
-        read_table(uri)
+        store.read_table(uri)
     bucket, prefix = split_s3(uri)
     s3_client().put_object(Bucket=bucket, Key=f"{prefix}/_attempts/dead/part-00000.parquet", Body=b"PAR1")
-    write_table(join_uri(s3_store, "runs", "y"), prompt_rows(1), "prompts")
-    assert list_committed(join_uri(s3_store, "runs")) == [join_uri(s3_store, "runs", "y")]
-    assert not is_committed(uri)
+    store.write_table(join_uri(s3_store, "runs", "y"), prompt_rows(1), "prompts")
+    assert store.list_committed(join_uri(s3_store, "runs")) == [join_uri(s3_store, "runs", "y")]
+    assert not store.is_committed(uri)
 
 
 def test_s3_shards(s3_store):
     uri = join_uri(s3_store, "judgments")
-    shards = [shard_uri(uri, i) for i in range(2)]
+    shards = [store.shard_uri(uri, i) for i in range(2)]
     for i, shard in enumerate(shards):
-        write_table(shard, prompt_rows(3, start=3 * i), "prompts")
-    assert list_committed(join_uri(uri, "shards")) == shards
-    commit_shards(uri, shards, "prompts")
-    assert read_table(uri).num_rows == 6
+        store.write_table(shard, prompt_rows(3, start=3 * i), "prompts")
+    assert store.list_committed(join_uri(uri, "shards")) == shards
+    store.commit_shards(uri, shards, "prompts")
+    assert store.read_table(uri).num_rows == 6
 
 
 def test_s3_directory_fetch_is_cached_and_concurrency_safe(s3_store, tmp_path):
@@ -108,7 +94,7 @@ def test_s3_directory_fetch_is_cached_and_concurrency_safe(s3_store, tmp_path):
     (source / "config.json").write_text("{}")
     (source / "sub" / "model.safetensors").write_bytes(os.urandom(3_000_000))
     uri = join_uri(s3_store, "models", "M1")
-    manifest = write_directory(uri, source)
+    manifest = store.write_directory(uri, source)
 
     cache = tmp_path / "cache"
     results: list[Path] = []
@@ -116,7 +102,7 @@ def test_s3_directory_fetch_is_cached_and_concurrency_safe(s3_store, tmp_path):
 
     def fetch() -> None:
         try:
-            results.append(fetch_directory(uri, cache_dir=cache))
+            results.append(store.fetch_directory(uri, cache_dir=cache))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -133,7 +119,7 @@ def test_s3_directory_fetch_is_cached_and_concurrency_safe(s3_store, tmp_path):
     assert manifest.kind == "directory"
 
     dest = tmp_path / "dest"
-    assert fetch_directory(uri, dest) == dest
+    assert store.fetch_directory(uri, dest) == dest
     assert (dest / "config.json").read_text() == "{}"
 
 
@@ -142,39 +128,39 @@ def test_s3_fetch_detects_damaged_object(s3_store, tmp_path):
     source.mkdir()
     (source / "w.bin").write_bytes(b"weights" * 1000)
     uri = join_uri(s3_store, "m")
-    manifest = write_directory(uri, source)
+    manifest = store.write_directory(uri, source)
     bucket, prefix = split_s3(uri)
     s3_client().put_object(Bucket=bucket, Key=f"{prefix}/{manifest.files[0].path}", Body=b"tampered")
     with pytest.raises(StoreError, match="does not match its manifest checksum"):
-        fetch_directory(uri, cache_dir=tmp_path / "cache")
+        store.fetch_directory(uri, cache_dir=tmp_path / "cache")
     assert os.listdir(tmp_path / "cache") == []  # the failed download left nothing
 
 
 def test_s3_text_and_delete(s3_store):
     text_uri = join_uri(s3_store, "report", "summary.md")
-    write_text(text_uri, "# report\n")
-    assert read_text(text_uri) == "# report\n"
+    store.write_text(text_uri, "# report\n")
+    assert store.read_text(text_uri) == "# report\n"
     uri = join_uri(s3_store, "t")
-    write_table(uri, prompt_rows(2), "prompts")
-    delete_artifact(uri)
-    assert not is_committed(uri) and keys(uri) == []
+    store.write_table(uri, prompt_rows(2), "prompts")
+    store.delete_artifact(uri)
+    assert not store.is_committed(uri) and keys(uri) == []
 
 
 def test_missing_bucket_is_one_clear_error(s3_server):
     with pytest.raises(StoreError, match="s3://srlm-no-such-bucket/x"):
-        write_table("s3://srlm-no-such-bucket/x", prompt_rows(1), "prompts")
+        store.write_table("s3://srlm-no-such-bucket/x", prompt_rows(1), "prompts")
 
 
 def test_store_config_overrides_environment(s3_store, s3_server, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("AWS_REGION", "eu-west-3")
     try:
-        configure_store(StoreConfig(uri=s3_store, s3_endpoint_url=s3_server, s3_region="us-east-1"))
+        store.configure_store(StoreConfig(uri=s3_store, s3_endpoint_url=s3_server, s3_region="us-east-1"))
         assert s3_settings().endpoint_url == s3_server and s3_settings().region == "us-east-1"
-        write_table(join_uri(s3_store, "t"), prompt_rows(1), "prompts")
-        assert read_table(join_uri(s3_store, "t")).num_rows == 1
+        store.write_table(join_uri(s3_store, "t"), prompt_rows(1), "prompts")
+        assert store.read_table(join_uri(s3_store, "t")).num_rows == 1
     finally:
-        configure_store(None)
+        store.configure_store(None)
     assert s3_settings().endpoint_url == "http://127.0.0.1:9"
     assert s3_settings().region == "eu-west-3"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server)  # the S3-specific variable wins over the generic one
@@ -184,16 +170,16 @@ def test_store_config_overrides_environment(s3_store, s3_server, monkeypatch):
 def test_credentials_never_printed_or_logged(s3_store, tmp_path, caplog, capfd):
     caplog.set_level(logging.DEBUG, logger="srlm")
     uri = join_uri(s3_store, "t")
-    manifest = write_table(uri, prompt_rows(2), "prompts", producer=SRLMConfig())
-    read_table(uri)
+    manifest = store.write_table(uri, prompt_rows(2), "prompts", producer=SRLMConfig())
+    store.read_table(uri)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f").write_text("x")
-    write_directory(join_uri(s3_store, "d"), tmp_path / "d")
-    fetch_directory(join_uri(s3_store, "d"), cache_dir=tmp_path / "cache")
+    store.write_directory(join_uri(s3_store, "d"), tmp_path / "d")
+    store.fetch_directory(join_uri(s3_store, "d"), cache_dir=tmp_path / "cache")
     errors = []
     for action in (
-        lambda: read_table(join_uri(s3_store, "missing")),
-        lambda: write_table("s3://srlm-no-such-bucket/x", prompt_rows(1), "prompts"),
+        lambda: store.read_table(join_uri(s3_store, "missing")),
+        lambda: store.write_table("s3://srlm-no-such-bucket/x", prompt_rows(1), "prompts"),
     ):
         with pytest.raises(StoreError) as info:
             action()
@@ -206,7 +192,7 @@ def test_credentials_never_printed_or_logged(s3_store, tmp_path, caplog, capfd):
         "stdout": out,
         "stderr": err,
         "errors": "\n".join(errors),
-        "manifest": read_manifest(uri).to_json(),
+        "manifest": store.read_manifest(uri).to_json(),
     }
     assert "committed" in caplog.text and "S3Settings" in out  # something was logged and printed
     for where, text in texts.items():
@@ -216,4 +202,4 @@ def test_credentials_never_printed_or_logged(s3_store, tmp_path, caplog, capfd):
 
 
 def manifest_sha(uri: str) -> str:
-    return read_manifest(uri).sha256
+    return store.read_manifest(uri).sha256

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from srlm.config import DPOConfig, LoraConfig
+from srlm.config import DPOTrainingConfig, LoraAdapterConfig
 from srlm.errors import DataError
 
 
@@ -44,7 +44,8 @@ def test_dpo_two_steps_move_policy_not_reference(tiny_model_dir, tmp_store, tmp_
     from srlm.training.dpo import build_dpo_trainer
 
     pairs = write_pairs(f"{tmp_store}/pairs", n=8)
-    cfg = DPOConfig(batch_size=4, per_device_batch_size=2, max_length=128)  # paper: β 0.1, 1e-6 → 1e-7, dropout 0.1
+    # paper: β 0.1, 1e-6 → 1e-7, dropout 0.1
+    cfg = DPOTrainingConfig(batch_size=4, per_device_batch_size=2, max_length=128)
     trainer, _ = build_dpo_trainer(str(tiny_model_dir), pairs, tmp_path / "out", cfg)
     start = load_file(tiny_model_dir / "model.safetensors")
     assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
@@ -75,9 +76,8 @@ def test_dpo_explicit_reference_model(tiny_model_dir, tmp_store, tmp_path):
 
     other = build_tiny_model(tmp_path / "ref", seed=1)
     pairs = write_pairs(f"{tmp_store}/pairs", n=4)
-    trainer, _ = build_dpo_trainer(
-        str(tiny_model_dir), pairs, tmp_path / "out", DPOConfig(batch_size=4, max_length=128), ref_model_path=str(other)
-    )
+    cfg = DPOTrainingConfig(batch_size=4, max_length=128)
+    trainer, _ = build_dpo_trainer(str(tiny_model_dir), pairs, tmp_path / "out", cfg, ref_model_path=str(other))
     expected = load_file(other / "model.safetensors")
     ref = state(trainer.ref_model)
     assert all(torch.equal(ref[k], expected[k]) for k in expected)
@@ -90,8 +90,8 @@ def test_dpo_lora_merges_and_precomputes_reference(tiny_model_dir, tmp_store, tm
     from srlm.training.dpo import build_dpo_trainer
 
     pairs = write_pairs(f"{tmp_store}/pairs", n=4)
-    lora = LoraConfig(enabled=True, r=4, alpha=8)
-    cfg = DPOConfig(batch_size=4, max_length=128, learning_rate=1e-4, final_learning_rate=1e-5, lora=lora)
+    lora = LoraAdapterConfig(enabled=True, r=4, alpha=8)
+    cfg = DPOTrainingConfig(batch_size=4, max_length=128, learning_rate=1e-4, final_learning_rate=1e-5, lora=lora)
     trainer, restore = build_dpo_trainer(str(tiny_model_dir), pairs, tmp_path / "out", cfg)
     # The reference is the base with adapters disabled, its log-probs computed up front without dropout.
     assert trainer.ref_model is None and trainer.precompute_ref_logps

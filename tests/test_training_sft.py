@@ -8,7 +8,7 @@ import math
 import pyarrow as pa
 import pytest
 
-from srlm.config import LoraConfig, SFTConfig
+from srlm.config import LoraAdapterConfig, SFTTrainingConfig
 from srlm.errors import ConfigError, DataError, StoreError
 from srlm.training.common import batch_arithmetic
 from srlm.training.schedule import check_schedule, lr_factor
@@ -32,7 +32,7 @@ def write_sft_examples(uri: str, n: int = 8, kind: str = "ift") -> str:
     return uri
 
 
-def small_cfg(**overrides) -> SFTConfig:
+def small_cfg(**overrides) -> SFTTrainingConfig:
     values = dict(
         learning_rate=1e-3,
         final_learning_rate=1e-4,
@@ -43,7 +43,7 @@ def small_cfg(**overrides) -> SFTConfig:
         save_steps=2,
     )
     values.update(overrides)
-    return SFTConfig(**values)
+    return SFTTrainingConfig(**values)
 
 
 def test_sft_labels_mask_prompt_tokens_and_dropout_is_set(tiny_model_dir, tmp_store, tmp_path):
@@ -93,8 +93,10 @@ def test_unknown_mixed_precision_is_a_config_error(tmp_path):
     from srlm.errors import ConfigError
     from srlm.training.common import common_trainer_kwargs
 
+    cfg = small_cfg()
+    cfg.mixed_precision = "fp8"  # the config refuses it when built (tests/test_config.py); the trainer checks again
     with pytest.raises(ConfigError, match=r"dpo\.mixed_precision: expected one of auto, bf16, no, got 'fp8'"):
-        common_trainer_kwargs(small_cfg(mixed_precision="fp8"), str(tmp_path), "dpo", None)
+        common_trainer_kwargs(cfg, str(tmp_path), "dpo", None)
 
 
 def test_sft_learns_with_peak_to_final_lr_and_saves_checkpoints(tiny_model_dir, tmp_store, tmp_path):
@@ -136,7 +138,7 @@ def test_sft_lora_checkpoint_is_merged(tiny_model_dir, tmp_store, tmp_path):
     from srlm.training.sft import train_sft
 
     uri = write_sft_examples(f"{tmp_store}/ift", n=4)
-    cfg = small_cfg(num_train_epochs=1, lora=LoraConfig(enabled=True, r=4, alpha=8))
+    cfg = small_cfg(num_train_epochs=1, lora=LoraAdapterConfig(enabled=True, r=4, alpha=8))
     final = train_sft(str(tiny_model_dir), [uri], tmp_path / "out", cfg)
     assert not (final / "adapter_config.json").exists()
     before = load_file(tiny_model_dir / "model.safetensors")

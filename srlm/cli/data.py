@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from srlm.cli.common import command_group
 from srlm.data.importers import FORMATS
 from srlm.data.importers.options import OASST_EXCLUDED_TREE_STATES
 
 
 def register(subparsers) -> None:
-    data = subparsers.add_parser("data", help="Import seed data (IFT, EFT, human-ranked evaluation groups).")
-    data.set_defaults(func=lambda args: _usage(data))
-    commands = data.add_subparsers(dest="data_command", metavar="COMMAND")
+    commands = command_group(subparsers, "data", "Import seed data (IFT, EFT, human-ranked evaluation groups).")
 
     imp = commands.add_parser(
         "import",
@@ -54,11 +53,6 @@ def register(subparsers) -> None:
         "--s3-endpoint-url", metavar="URL", help="S3 endpoint (MinIO, moto, …); default: AWS_ENDPOINT_URL[_S3]."
     )
     imp.set_defaults(func=run_import_command)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def run_import_command(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "srlm.cli.steps",  # srlm sft / prompts / generate / judge / pairs / dpo / iterate / run
     "srlm.cli.eval",  # srlm eval winrate / head2head / reward-model / monitors
     "srlm.cli.report",  # srlm report
+    "srlm.cli.config",  # srlm config check / show
 ]
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from srlm.cli.common import command_group
+
 
 def register(subparsers) -> None:
     from srlm.models.known import KNOWN_MODELS
 
-    model = subparsers.add_parser("model", help="Prepare, build and locate models.")
-    model.set_defaults(func=lambda args: (model.print_help(), 2)[1])
-    commands = model.add_subparsers(dest="model_command", metavar="COMMAND")
+    commands = command_group(subparsers, "model", "Prepare, build and locate models.")
 
     prepare = commands.add_parser(
         "prepare",

@@ -1,6 +1,8 @@
 """CLI group 'steps': `srlm sft / prompts / generate / judge / pairs / dpo / iterate / run`.
 
-Every command reads the config (--config, --set section.key=value, and shortcuts for the common keys), works out
+The single-step subcommands come from the step registry (srlm.steps.registry): each StepDef with `cli` options
+becomes `srlm <name>`, its options map onto the StepCall (model, inputs, out) or onto config keys, and its
+registered runner does the work. Every command reads the config (--config, --set section.key=value, and shortcuts for the common keys), works out
 its input and output URIs from the run layout unless --input/--out say otherwise, prints a one-screen summary
 after each step, and reuses committed outputs unless --force.
 """
@@ -10,16 +12,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-STEP_NAMES = ("prompts", "generate", "judge", "pairs", "dpo")
+from srlm.cli.common import add_backend_option, add_set_option
+from srlm.steps.registry import GENERATION, ITERATION_STEPS, STEPS, StepDef
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("configuration")
     group.add_argument("--config", metavar="YAML", help="Config file (sections as in srlm/config.py). Default: built-in defaults (the paper's settings).")
-    group.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="Override one config value, e.g. --set dpo.beta=0.2 (repeatable; values are YAML scalars).",
-    )
+    add_set_option(group)
     group.add_argument("--store", metavar="URI", help="Store root: a path, file://… or s3://bucket/prefix (store.uri).")
     group.add_argument("--run", dest="run_name", metavar="NAME", help="Run name; artifacts go to <store>/runs/<NAME>/ (run.name).")
     group.add_argument("--force", action="store_true", help="Recompute even if a committed output exists.")
@@ -27,10 +27,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _backend(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--backend", choices=("auto", "vllm", "transformers"),
-        help="Generation backend (backend.backend): auto = vLLM on Ray when it imports, else transformers.",
-    )
+    add_backend_option(parser)
 
 
 def _iteration(parser: argparse.ArgumentParser) -> None:
@@ -42,64 +39,21 @@ def _iteration(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    sft = subparsers.add_parser(
-        "sft", help="Seed SFT on IFT + EFT data: base model → M0 (registered).",
-        description="Fine-tune the base model on the seed IFT (instruction following) and EFT (judging) examples, "
-        "loss on completions only, in a separate training process; register the result as M0.",
-    )
-    _common(sft)
-    sft.add_argument("--model", metavar="SPEC", help="Base model: alias, HF directory, checkpoint URI or hub id (model.base).")
-    sft.add_argument("--ift", metavar="URI", help="IFT sft_examples table (seed_data.ift_uri). Default: srlm's shipped seed set.")
-    sft.add_argument("--eft", metavar="URI", help="EFT sft_examples table (seed_data.eft_uri). Default: srlm's shipped seed set.")
-    sft.set_defaults(func=run_sft)
-
-    prompts = subparsers.add_parser(
-        "prompts", help="Self-instruct new prompts (8-shot from the seed prompts), filtered and de-duplicated.",
-    )
-    _common(prompts)
-    _backend(prompts)
-    _iteration(prompts)
-    prompts.add_argument("--model", metavar="SPEC", help="Generating model (prompts.model). Default: M_{T-1}.")
-    prompts.add_argument("--seeds", metavar="URI", help="Seed prompts (prompts or sft_examples table). Default: the run's seed IFT prompts.")
-    prompts.add_argument("--out", metavar="URI", help="Output prompts table. Default: <run>/iterations/T/prompts.")
-    prompts.set_defaults(func=run_prompts)
-
-    generate = subparsers.add_parser("generate", help="Sample N candidate responses per prompt (candidates table).")
-    _common(generate)
-    _backend(generate)
-    _iteration(generate)
-    generate.add_argument("--model", metavar="SPEC", help="Responding model: M<k>, checkpoint URI, directory or alias. Default: M_{T-1}.")
-    generate.add_argument("--input", metavar="URI", help="Prompts table. Default: <run>/iterations/T/prompts.")
-    generate.add_argument("--out", metavar="URI", help="Output candidates table. Default: <run>/iterations/T/candidates.")
-    generate.set_defaults(func=run_generate)
-
-    judge = subparsers.add_parser("judge", help="Score every candidate K times with the judge rubric (judgments table).")
-    _common(judge)
-    _backend(judge)
-    _iteration(judge)
-    judge.add_argument("--model", metavar="SPEC", help="Judge model (judge.model). Default: M_{T-1} (self-rewarding).")
-    judge.add_argument("--input", metavar="URI", help="Candidates table. Default: <run>/iterations/T/candidates.")
-    judge.add_argument("--out", metavar="URI", help="Output judgments table. Default: <run>/iterations/T/judgments.")
-    judge.set_defaults(func=run_judge)
-
-    pairs = subparsers.add_parser("pairs", help="Best vs worst mean judge score per prompt (pairs table); ties dropped.")
-    _common(pairs)
-    _iteration(pairs)
-    pairs.add_argument("--candidates", metavar="URI", help="Candidates table. Default: <run>/iterations/T/candidates.")
-    pairs.add_argument("--judgments", metavar="URI", help="Judgments table. Default: <run>/iterations/T/judgments.")
-    pairs.add_argument("--out", metavar="URI", help="Output pairs table. Default: <run>/iterations/T/pairs.")
-    pairs.set_defaults(func=run_pairs)
-
-    dpo = subparsers.add_parser(
-        "dpo", help="DPO on the iteration's pairs: M_{T-1} → M_T (registered); reference model = M_{T-1}.",
-        description="Trains M_T from M_{T-1} on the pairs table in a separate training process and registers it. "
-        "An empty pairs table (every prompt tied, or judgments unparsable) is an error: nothing is registered, "
-        "and M_T is never silently a copy of M_{T-1}.",
-    )
-    _common(dpo)
-    _iteration(dpo)
-    dpo.add_argument("--input", metavar="URI", help="Pairs table. Default: <run>/iterations/T/pairs.")
-    dpo.set_defaults(func=run_dpo)
+    # One subcommand per registry step that has CLI options (srlm.steps.registry), then the compositions.
+    for definition in STEPS:
+        if definition.cli is None:
+            continue
+        parser = subparsers.add_parser(
+            definition.name, help=definition.summary, description=definition.description or definition.summary
+        )
+        _common(parser)
+        if definition.resources == GENERATION:
+            _backend(parser)
+        if definition.iteration:
+            _iteration(parser)
+        for option in definition.cli:
+            parser.add_argument(option.flag, dest=_dest(option.flag), metavar=option.metavar, help=option.help)
+        parser.set_defaults(func=lambda args, definition=definition: run_registered_step(definition, args))
 
     iterate = subparsers.add_parser(
         "iterate", help="One self-rewarding iteration: prompts → candidates → judgments → pairs → DPO → M_T.",
@@ -112,7 +66,7 @@ def register(subparsers) -> None:
     _backend(iterate)
     _iteration(iterate)
     iterate.add_argument(
-        "--from-step", choices=STEP_NAMES,
+        "--from-step", choices=ITERATION_STEPS,
         help="Recompute this step (later steps follow, their inputs having changed). --force means --from-step prompts.",
     )
     iterate.set_defaults(func=run_iterate)
@@ -127,6 +81,10 @@ def register(subparsers) -> None:
     run.add_argument("--model", metavar="SPEC", help="Base model (model.base).")
     run.add_argument("--iterations", type=int, metavar="K", help="Iterations after the seed SFT (run.iterations).")
     run.set_defaults(func=run_run)
+
+
+def _dest(flag: str) -> str:
+    return "step_" + flag.lstrip("-").replace("-", "_")
 
 
 def _context(args: argparse.Namespace, **shortcuts: Any):
@@ -153,91 +111,29 @@ def _iteration_of(ctx, args: argparse.Namespace) -> int:
     return args.iteration
 
 
-def _pool(ctx):
-    from srlm.steps.iterate import new_backend_pool
+def run_registered_step(definition: StepDef, args: argparse.Namespace) -> int:
+    """`srlm <step>`: the step's registered runner on a StepCall built from the flags its StepDef declares."""
+    from srlm.steps.context import StepCall
 
-    return new_backend_pool(ctx)
-
-
-def _model(ctx, spec: str | None, iteration: int):
-    from srlm.steps.checkpoints import checkpoint_id, model_from_spec, registered_model
-
-    return model_from_spec(ctx, spec) if spec else registered_model(ctx, checkpoint_id(iteration - 1))
-
-
-def run_sft(args: argparse.Namespace) -> int:
-    from srlm.steps.sft import train_seed_model
-
-    ctx = _context(args, **{"model.base": args.model, "seed_data.ift_uri": args.ift, "seed_data.eft_uri": args.eft})
-    result = train_seed_model(ctx, force=args.force)
-    print(result.uri)
-    return 0
-
-
-def run_prompts(args: argparse.Namespace) -> int:
-    from srlm.steps.prompts import generate_prompts
-    from srlm.steps.seeds import seed_prompt_texts
-
-    ctx = _context(args, **{"prompts.model": args.model})
-    t = _iteration_of(ctx, args)
-    model = _model(ctx, ctx.config.prompts.model, t)
-    with _pool(ctx) as pool:
-        result = generate_prompts(
-            ctx, t, model=model, backends=pool, seeds=seed_prompt_texts(ctx, args.seeds), out_uri=args.out,
-            force=args.force,
-        )
-    print(result.uri)
-    return 0
-
-
-def run_generate(args: argparse.Namespace) -> int:
-    from srlm.steps.generate import generate_candidates
-
-    ctx = _context(args)
-    t = _iteration_of(ctx, args)
-    with _pool(ctx) as pool:
-        result = generate_candidates(
-            ctx, t, model=_model(ctx, args.model, t), backends=pool, prompts_uri=args.input, out_uri=args.out,
-            force=args.force,
-        )
-    print(result.uri)
-    return 0
-
-
-def run_judge(args: argparse.Namespace) -> int:
-    from srlm.steps.judge import judge_candidates
-
-    ctx = _context(args, **{"judge.model": args.model})
-    t = _iteration_of(ctx, args)
-    with _pool(ctx) as pool:
-        result = judge_candidates(
-            ctx, t, model=_model(ctx, ctx.config.judge.model, t), backends=pool, candidates_uri=args.input,
-            out_uri=args.out, force=args.force,
-        )
-    print(result.uri)
-    return 0
-
-
-def run_pairs(args: argparse.Namespace) -> int:
-    from srlm.steps.pairs import build_pairs
-
-    ctx = _context(args)
-    t = _iteration_of(ctx, args)
-    result = build_pairs(
-        ctx, t, candidates_uri=args.candidates, judgments_uri=args.judgments, out_uri=args.out, force=args.force
+    values = {option.target: getattr(args, _dest(option.flag)) for option in definition.cli or ()}
+    ctx = _context(args, **_prefixed(values, "config:"))
+    call = StepCall(
+        iteration=_iteration_of(ctx, args) if definition.iteration else 0,
+        model=values.get("model"),
+        inputs=_prefixed(values, "input:"),
+        out=values.get("out"),
+        options=_prefixed(values, "option:"),
+        force=args.force,
     )
+    result = definition.load_runner()(ctx, call)
     print(result.uri)
     return 0
 
 
-def run_dpo(args: argparse.Namespace) -> int:
-    from srlm.steps.dpo import train_iteration_model
-
-    ctx = _context(args)
-    t = _iteration_of(ctx, args)
-    result = train_iteration_model(ctx, t, pairs_uri=args.input, force=args.force)
-    print(result.uri)
-    return 0
+def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """{NAME: value} of the options whose target is PREFIX + NAME and that were given."""
+    return {target[len(prefix) :]: value for target, value in values.items() if target.startswith(prefix)
+            and value is not None}
 
 
 def run_iterate(args: argparse.Namespace) -> int:

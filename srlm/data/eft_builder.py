@@ -18,7 +18,8 @@ controlled degradation of it, and its score follows the paper's additive 5-point
 For each instruction the builder picks `per_prompt` candidates with distinct scores, always the scores used least
 so far, so the six scores come out balanced. Justifications are drawn from several phrasings per degradation and
 name the instruction's topic (and, where there is one, the specific flaw), so the model learns to judge rather
-than to copy one sentence. Everything is driven by one seeded RNG: the same IFT rows, `per_prompt` and `seed`
+than to copy one sentence (the phrasings and the stock text of degraded candidates are package data,
+eft_phrasings.yaml). Everything is driven by one seeded RNG: the same IFT rows, `per_prompt` and `seed`
 always give the same examples, which is how `python -m srlm.data.eft_builder` reproduces the shipped eft.jsonl.
 
 About 10% of the instructions (chosen by a hash of their id, so adding rows never moves old ones) are marked
@@ -28,6 +29,7 @@ About 10% of the instructions (chosen by a hash of their id, so adding rows neve
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import random
@@ -36,9 +38,13 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from srlm.data.seed_files import EFT_FILE, IFT_FILE, read_ift_rows, seed_path
 from srlm.errors import ConfigError, DataError
 
 Row = dict[str, Any]  # one seed-format IFT or EFT row, as read from JSON Lines
@@ -49,6 +55,10 @@ DEFAULT_TEMPLATE = "additive_5pt"
 EVAL_FRACTION = 0.10
 MAX_JUSTIFICATION_WORDS = 100
 SCORES = (0, 1, 2, 3, 4, 5)
+PHRASINGS_PACKAGE = "srlm.data"
+PHRASINGS_FILE = "eft_phrasings.yaml"
+# Justifications for a wrong_fact candidate whose swapped passage is too long to quote.
+SHORT_WRONG_FACT = "wrong_fact_short"
 
 # A list item line: "- x", "* x", "1. x", "2) x".
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S")
@@ -81,65 +91,61 @@ class Degradation:
     preferred: bool = False
 
 
+Text = Annotated[str, StringConstraints(pattern=r"\S")]  # not empty or only whitespace
+
+
+class Padding(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    intro: Text
+    outro: Text
+
+
+class Phrasings(BaseModel):
+    """The stock text of eft_phrasings.yaml: what degraded candidates are made of, and the justifications."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    openers: tuple[Text, ...] = Field(min_length=1)
+    closers: tuple[Text, ...] = Field(min_length=1)
+    padding: tuple[Padding, ...] = Field(min_length=1)  # the intro and outro around a padded answer
+    evasions: tuple[Text, ...] = Field(min_length=1)
+    # Per degradation name, plus SHORT_WRONG_FACT.
+    justifications: dict[str, Annotated[tuple[Text, ...], Field(min_length=1)]]
+
+
+@functools.cache
+def phrasings() -> Phrasings:
+    """The shipped phrasing tables (package data), read once."""
+    where = f"{PHRASINGS_PACKAGE}/{PHRASINGS_FILE}"
+    try:
+        text = resources.files(PHRASINGS_PACKAGE).joinpath(PHRASINGS_FILE).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"{where}: cannot read the EFT phrasing tables: {exc}") from exc
+    return parse_phrasings(text, where)
+
+
+def parse_phrasings(text: str, where: str) -> Phrasings:
+    """Phrasing tables from YAML text; DataError naming `where` and the bad key."""
+    import yaml
+
+    try:
+        tables = Phrasings.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as exc:
+        raise DataError(f"{where}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise DataError(f"{where}: key '{key}': {first['msg']}") from exc
+    missing = [name for name in [d.name for d in DEGRADATIONS] + [SHORT_WRONG_FACT] if name not in tables.justifications]
+    if missing:
+        raise DataError(f"{where}: key 'justifications': no phrasings for {', '.join(missing)}")
+    return tables
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Candidate text
 # ---------------------------------------------------------------------------------------------------------------
-
-OPENERS = (
-    "Great question!",
-    "Sure, I'd be happy to help with that!",
-    "Absolutely! Here's what you need to know.",
-    "Of course! Let me help you with this.",
-    "What a great thing to ask about!",
-)
-CLOSERS = (
-    "I hope this helps! Let me know if you have any other questions.",
-    "Feel free to ask if you need anything else!",
-    "Hope that's useful! I'm always happy to help further.",
-    "Let me know if there's anything else I can do for you!",
-)
-# Blog-style padding: each intro and outro is irrelevant to every instruction in the seed set.
-PADDING = (
-    (
-        "I've been writing this blog for almost ten years, and readers ask me about this all the time. Before we "
-        "get into it, let me tell you about my morning: the coffee machine broke, my cat knocked a plant off the "
-        "windowsill, and I realised I hadn't posted anything in weeks. Anyway, here goes.",
-        "That's all for today! If you liked this post, please subscribe to my newsletter, share it with your "
-        "friends and check out my other articles on travel, recipes and home decor.",
-    ),
-    (
-        "Funny story: my uncle Bob brought this exact thing up at a family barbecue last summer, right between an "
-        "argument about football and a very long story about his new lawnmower. Nobody at the table agreed on "
-        "anything, so I decided to write it all down.",
-        "Uncle Bob, if you're reading this, you still owe me ten dollars. Leave a comment below and follow me for "
-        "new posts every Tuesday!",
-    ),
-    (
-        "Table of contents: 1. Introduction 2. My journey 3. The answer 4. Related posts. In today's fast-paced "
-        "world, people search for information online every single day, and there are so many opinions out there "
-        "that it can feel overwhelming. Let's dive in!",
-        "Related posts you might enjoy: 10 Best Beaches in Portugal, Why I Switched to a Standing Desk, and My "
-        "Favourite Podcasts of the Year. Click here to read more!",
-    ),
-    (
-        "Before I start, a quick word from today's sponsor, SuperSocks: the comfiest socks you'll ever own, now "
-        "in twelve colours. I've been wearing them all week while writing this, and my feet have never been "
-        "happier. Use my code BLOG10 for ten percent off.",
-        "Thanks for reading all the way to the end! Don't forget to like this post, and remember: SuperSocks, "
-        "code BLOG10. See you next week!",
-    ),
-)
-EVASIONS = (
-    "I'm not sure about that. You could try searching online for more information.",
-    "That's a tricky one, and it really depends on a lot of factors. You might want to ask an expert or look it "
-    "up.",
-    "There are many different opinions on this, so it's hard to give an answer. I'd suggest doing some research "
-    "on your own.",
-    "I don't have enough information to help with this right now. Maybe check a reliable website or ask someone "
-    "you know.",
-    "Good question! Unfortunately, I can't say for sure. It's best to consult other sources.",
-)
-
 
 def _has_code(row: Row) -> bool:
     return _CODE_FENCE in row["response"]
@@ -165,7 +171,7 @@ def _as_is(row: Row, rows: Sequence[Row], rng: random.Random) -> Candidate:
 
 
 def _chatty(row: Row, rows: Sequence[Row], rng: random.Random) -> Candidate:
-    opener, closer = rng.choice(OPENERS), rng.choice(CLOSERS)
+    opener, closer = rng.choice(phrasings().openers), rng.choice(phrasings().closers)
     return Candidate("chatty", f"{opener}\n\n{row['response']}\n\n{closer}", 4, {"opener": opener})
 
 
@@ -175,8 +181,8 @@ def _flattened(row: Row, rows: Sequence[Row], rng: random.Random) -> Candidate:
 
 
 def _padded(row: Row, rows: Sequence[Row], rng: random.Random) -> Candidate:
-    intro, outro = rng.choice(PADDING)
-    return Candidate("padded", f"{intro}\n\n{row['response']}\n\n{outro}", 3)
+    padding = rng.choice(phrasings().padding)
+    return Candidate("padded", f"{padding.intro}\n\n{row['response']}\n\n{padding.outro}", 3)
 
 
 def _list_half(row: Row, rows: Sequence[Row], rng: random.Random) -> Candidate:
@@ -223,7 +229,7 @@ def _wrong_fact(row: Row, rows: Sequence[Row], rng: random.Random) -> Candidate:
 
 
 def _evasive(row: Row, rows: Sequence[Row], rng: random.Random) -> Candidate:
-    return Candidate("evasive", rng.choice(EVASIONS), 1)
+    return Candidate("evasive", rng.choice(phrasings().evasions), 1)
 
 
 def _off_topic(row: Row, rows: Sequence[Row], rng: random.Random) -> Candidate:
@@ -251,123 +257,9 @@ DEGRADATIONS: tuple[Degradation, ...] = (
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Justifications: several phrasings per degradation, each naming the points earned under the additive rubric.
+# Justifications: several phrasings per degradation (eft_phrasings.yaml), each naming the points earned under the
+# additive rubric.
 # ---------------------------------------------------------------------------------------------------------------
-
-JUSTIFICATIONS: dict[str, tuple[str, ...]] = {
-    "as_is": (
-        "The response directly and fully answers the request about {topic}. It is relevant (1), covers the whole "
-        "question (2), answers it in a useful way (3), and is a clear, well-organized reply from an AI Assistant "
-        "(4). It is also accurate, focused and free of filler, showing expert knowledge, which earns the fifth "
-        "point.",
-        "This is a complete, well-structured answer on {topic}. It is relevant, addresses the whole request and "
-        "resolves it usefully, earning the first three points. It reads as a direct, helpful assistant reply "
-        "(fourth point), and it is precise and tailored to the user with nothing extraneous (fifth point).",
-        "All five criteria are met. The reply stays on {topic}, fully resolves what the user asked, and is "
-        "organized and written as a helpful assistant answer. It is concise, correct and shows real expertise, "
-        "with no irrelevant material.",
-        "Relevant: yes. Substantial coverage: yes, nothing important about {topic} has been left out. Useful answer to "
-        "the basic question: yes. Direct, well-organized assistant response: yes. Impeccably tailored, expert and "
-        "without extraneous content: yes. The response earns every point.",
-    ),
-    "chatty": (
-        "The response answers the request about {topic} accurately and completely and is well organized, so it "
-        "earns the first four points. However, it wraps the answer in generic filler, such as the opening "
-        '"{opener}" and a closing offer of more help, which is extraneous, so it falls just short of the fifth '
-        "point.",
-        "Relevant, comprehensive and useful, and written as a helpful AI Assistant reply: four points. The core "
-        "answer on {topic} holds up well, but the stock pleasantries at the start and the end add nothing, so it "
-        "is not impeccably concise and misses the fifth point.",
-        "A solid, correct answer about {topic} that meets the first four criteria. The fifth point requires a "
-        'response without extraneous information, and phrases like "{opener}" plus the sign-off at the end are '
-        "unnecessary padding.",
-    ),
-    "flattened": (
-        "The response on {topic} gives relevant, complete and correct content, written as a direct assistant "
-        "answer, earning four points. However, the separate points are run together in one dense block instead of "
-        "being laid out as a list, which makes it harder to read. With this room for improvement in clarity, it "
-        "does not earn the fifth point.",
-        "The response covers {topic} fully and usefully from an AI Assistant's perspective (four points). Its "
-        "weakness is presentation: the steps and items that should stand on their own lines are crammed into a "
-        "single paragraph, so it is not impeccably organized and misses the fifth point.",
-        "The response gives everything the user needs about {topic}, accurately, so the first four criteria are met. "
-        "But the answer is one long run-on block with the list markers buried mid-text; a clearer layout was "
-        "needed for a fifth point.",
-    ),
-    "padded": (
-        "The response does contain a useful answer about {topic}, so it earns the first three points. But the "
-        "answer is buried in irrelevant, blog-like rambling before and after it, which has nothing to do with the "
-        "question. It does not read as a focused AI Assistant reply, so it misses the fourth and fifth points.",
-        "Relevant (1), covers a substantial part of the request (2) and answers the basic question about {topic} "
-        "usefully (3). The personal anecdotes and promotional filler around the answer make it read like a blog "
-        "post rather than a direct, well-organized assistant response, so no fourth or fifth point.",
-        "The core content, an answer on {topic}, is correct and helpful, earning three points. However, the user "
-        "has to wade through irrelevant chatter at the start and self-promotion at the end. That extraneous "
-        "material keeps it from being a clear, direct assistant answer.",
-    ),
-    "list_half": (
-        "The response is relevant and gives useful points about {topic}, answering the basic question, so it earns "
-        "three points. But it stops after {kept} items and leaves out other important ones, for example "
-        '"{dropped}". Because it is not comprehensive, it does not earn the fourth or fifth point.',
-        "It addresses {topic} with {kept} sensible, correct items, which is useful (three points). The list is "
-        'incomplete, though: key points such as "{dropped}" are missing, so the answer is not comprehensive enough '
-        "for a fourth point.",
-        "Relevant (1), a substantial part of the request (2), and useful for the basic question about {topic} (3). "
-        'It covers only {kept} points and omits others a complete answer should include, like "{dropped}", so it '
-        "falls short of the fourth and fifth points.",
-    ),
-    "truncated": (
-        "The response starts to address {topic} and covers part of it, which earns two points. It then breaks off "
-        'mid-sentence ("…{last_words}"), so it never finishes answering. An incomplete answer like this does '
-        "not resolve the question in a useful way, so it earns no more points.",
-        "Relevant (1) and addresses a substantial portion of the request about {topic} (2). However, the text is "
-        'cut off in the middle ("…{last_words}") and the rest of the answer is missing, so it fails the third '
-        "criterion and everything after it.",
-        'The beginning is on topic and correct, but the response stops abruptly at "{last_words}", leaving the '
-        "question about {topic} unresolved. It earns points for relevance and partial coverage only.",
-    ),
-    "list_first": (
-        "The response is relevant to {topic} and makes a start, but it offers only one point "
-        '("{kept_item}") where the question calls for several. It addresses part of the request without '
-        "resolving it, which earns two points.",
-        'Relevant (1), and the single item it gives ("{kept_item}") covers a portion of what was asked (2). '
-        "Everything else a useful answer about {topic} needs is missing, so it does not answer the basic question "
-        "and earns no further points.",
-        'It begins correctly but stops after the first item ("{kept_item}"). For a request about {topic}, one '
-        "point is far from enough: relevance and partial coverage only.",
-    ),
-    "wrong_fact": (
-        "The response is on topic and looks well organized, but it contains a factual error: it says "
-        '"{wrong}" where the correct answer is "{right}". Because the key information is wrong, it does not answer '
-        "the question about {topic} in a useful way. It earns one point for relevance only.",
-        'The response is relevant to {topic}, but it states "{wrong}", which is incorrect; it should be '
-        '"{right}". A confident answer built on a wrong fact misleads the user, so it earns only the first point.',
-        "Relevant (1), but the central claim is wrong: \"{wrong}\" instead of \"{right}\". An inaccurate answer "
-        "on {topic} cannot count as resolving the question or as expert, so no further points are awarded.",
-    ),
-    "wrong_fact_short": (
-        "The response is on topic and looks well organized, but it gets a key fact about {topic} wrong, so it "
-        "would mislead the user. It earns one point for relevance only.",
-        "Relevant (1), but the response contains an important factual error about {topic}. Because the key "
-        "information is incorrect, it does not answer the question usefully, and no further points are awarded.",
-    ),
-    "evasive": (
-        "The response acknowledges the request about {topic} but gives no actual information, only a suggestion "
-        "to look elsewhere. It earns one point for engaging with the question and none for answering it.",
-        "This is an evasive non-answer. It vaguely relates to the question about {topic}, which is worth one "
-        "point, but it provides nothing useful, does not address any part of the request, and is not helpful.",
-        "The user asked about {topic}, and the response simply deflects without offering any content. Minimal "
-        "relevance earns one point; none of the other criteria are met.",
-    ),
-    "off_topic": (
-        "The response talks about {other_topic}, which has nothing to do with the user's request about {topic}. "
-        "It is not relevant and provides none of the information asked for, so it earns no points.",
-        "This response is off-topic: the user asked about {topic}, but the answer covers {other_topic}. Since it "
-        "does not relate to the question at all, not even the first point is awarded.",
-        "The content concerns {other_topic} and ignores the actual request about {topic}. An irrelevant answer "
-        "meets none of the criteria.",
-    ),
-}
 
 
 def _word_count(text: str) -> int:
@@ -377,11 +269,11 @@ def _word_count(text: str) -> int:
 def justify(candidate: Candidate, topic: str, rng: random.Random) -> str:
     """A justification (at most MAX_JUSTIFICATION_WORDS words) and the final `Score: N` line."""
     values = {"topic": topic, **candidate.facts}
-    phrasings = list(JUSTIFICATIONS[candidate.degradation])
-    text = rng.choice(phrasings).format(**values)
+    justifications = phrasings().justifications
+    text = rng.choice(justifications[candidate.degradation]).format(**values)
     if _word_count(text) > MAX_JUSTIFICATION_WORDS and candidate.degradation == "wrong_fact":
         # Long swapped passages do not fit in a quote; say what is wrong without quoting it.
-        text = rng.choice(JUSTIFICATIONS["wrong_fact_short"]).format(**values)
+        text = rng.choice(justifications[SHORT_WRONG_FACT]).format(**values)
     if _word_count(text) > MAX_JUSTIFICATION_WORDS:
         raise DataError(
             f"EFT justification for a {candidate.degradation} candidate on {topic!r} exceeds "
@@ -487,8 +379,6 @@ def summarize(rows: Sequence[Row]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from srlm.data.seed_data import EFT_FILE, IFT_FILE, read_ift_rows, seed_path
-
     parser = argparse.ArgumentParser(
         prog="python -m srlm.data.eft_builder",
         description="Rebuild the shipped EFT seed set from the shipped IFT answers (deterministic).",

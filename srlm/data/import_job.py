@@ -3,8 +3,8 @@
 Output under `out`: `ift` and `eft` (`sft_examples` schema) and `eval_groups` (`eval_groups` schema), always all
 three (empty tables are valid) so later steps have stable inputs, then `import_summary.json` beside them.
 
-Reruns: each table's manifest records a fingerprint of what produced it (format, options, and the sha256 of every
-input file). Running the same import again over committed output is a no-op that reports the stored summary; a
+Reruns: each table's manifest records the producer fingerprint of srlm.steps.reuse (format and options as
+settings, the sha256 of every input file as inputs). Running the same import again over committed output is a no-op that reports the stored summary; a
 different import into the same place is refused unless `force`, so a typo in --out cannot silently mix datasets.
 A run that crashed part-way resumes: tables already committed by the same import are kept as they are.
 """
@@ -112,24 +112,41 @@ def fingerprint(request: ImportRequest, files: list[Path]) -> dict[str, Any]:
     }
 
 
-def _existing_import(uris: dict[str, str], expected: dict[str, Any]) -> bool:
-    """Whether every output table is committed by this same import; raises if any is from a different one."""
-    from srlm.store import is_committed, read_manifest
+def _producer(expected: dict[str, Any]) -> dict[str, Any]:
+    """The producer of an import's tables: its fingerprint covers the input files' content (inputs) and the format
+    and options (settings), as srlm.steps.reuse's one rule wants; the raw fingerprint stays for the messages."""
+    from srlm.steps.reuse import make_producer
+
+    settings = {"format": expected["format"], "options": expected["options"]}
+    return make_producer("data import", {"files": expected["inputs"]}, settings, **{PRODUCER_KEY: expected})
+
+
+def _existing_import(uris: dict[str, str], producer: dict[str, Any]) -> bool:
+    """Whether every output table is committed by this same import; raises if any is from a different one.
+
+    The rule is srlm.steps.reuse's; what differs is the answer to a mismatch: an import's output is a place the
+    user names, so another import found there more likely means a mistyped --out than a wish to replace it, and
+    it is refused (naming what changed) unless --force.
+    """
+    from srlm.steps.reuse import check_committed
 
     committed = 0
     for uri in uris.values():
-        if not is_committed(uri):
+        verdict = check_committed(uri, producer)
+        if verdict.manifest is None:
             continue
         committed += 1
-        found = (read_manifest(uri).producer or {}).get(PRODUCER_KEY)
-        if found != expected:
-            what = "data from another producer"
-            if isinstance(found, dict):
-                names = ", ".join(str(i.get("name")) for i in found.get("inputs", []))
-                what = f"an import of {found.get('format')} input {names}"
-            raise StoreError(
-                f"{uri} already holds {what} with different content or options; pass --force to replace it"
-            )
+        found = (verdict.manifest.producer or {}).get(PRODUCER_KEY)
+        if (verdict.reusable and not verdict.outside) or found == producer[PRODUCER_KEY]:  # older srlm: raw ones
+            continue
+        what = "data from another producer"
+        if isinstance(found, dict):
+            names = ", ".join(str(i.get("name")) for i in found.get("inputs", []))
+            what = f"an import of {found.get('format')} input {names}"
+        why = f" ({'; '.join(verdict.reasons)})" if verdict.reasons else ""
+        raise StoreError(
+            f"{uri} already holds {what} with different content or options{why}; pass --force to replace it"
+        )
     return committed == len(uris)
 
 
@@ -201,15 +218,14 @@ def run_import(request: ImportRequest) -> ImportSummary:
     if request.format in ("jsonl", "parquet"):
         load_template(request.options.judge_template)  # a wrong template name fails before any reading
     uris = output_uris(request.out)
-    expected = fingerprint(request, files)
-    if not request.force and _existing_import(uris, expected):
+    producer = _producer(fingerprint(request, files))
+    if not request.force and _existing_import(uris, producer):
         stored = _stored_summary(request, uris)
         if stored is not None:
             log.info("%s already holds this import; nothing to do (pass --force to redo it)", request.out)
             return stored
 
     examples, groups, summary = _collect(request, files)
-    producer = {"step": "data import", PRODUCER_KEY: expected}
     for name, table in _tables(examples, groups).items():
         write_table(uris[name], table, TABLES[name], producer=producer, force=request.force)
     summary.ift = sum(e.kind == "ift" for e in examples)

@@ -9,20 +9,18 @@ name the baseline and the model; a source holding several `generator_2` values y
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from srlm.errors import DataError
+from srlm.evaluation.sources import JSON_SUFFIXES, PARQUET_SUFFIXES, local_file_path, read_record_file
 
 REQUIRED_FIELDS = ("instruction", "output_1", "output_2")
-_JSON_SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
-_PARQUET_SUFFIXES = (".parquet",)
 
 
 @dataclass
@@ -51,26 +49,21 @@ class AnnotationSet:
 
 def load_annotation_sets(source: str | Path) -> list[AnnotationSet]:
     """All annotation sets in a file, a committed store table, or a local directory of such files."""
-    text = str(source)
-    if "://" in text and not text.startswith("file://"):
-        return _sets_from_store(text)
-    path = Path(text[len("file://") :] if text.startswith("file://") else text).expanduser()
+    path = local_file_path(source)
+    if path is None:
+        return _sets_from_store(str(source))
     if path.is_dir():
         if (path / "_SUCCESS").exists():
             return _sets_from_store(str(path))
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(_JSON_SUFFIXES + _PARQUET_SUFFIXES))
+        found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(JSON_SUFFIXES + PARQUET_SUFFIXES))
         found += sorted(p for p in path.iterdir() if p.is_dir() and (p / "_SUCCESS").exists())
         if not found:
             raise DataError(f"{path}: no annotation files (*.json, *.json.gz, *.jsonl, *.parquet) in this directory")
         return [s for p in found for s in load_annotation_sets(p)]
     if not path.exists():
         raise DataError(f"{path}: annotations not found")
-    if path.name.endswith(_PARQUET_SUFFIXES):
-        import pyarrow.parquet as pq
-
-        return sets_from_records(pq.read_table(path).to_pylist(), str(path))
-    if path.name.endswith(_JSON_SUFFIXES):
-        return sets_from_records(_read_json_records(path), str(path))
+    if path.name.endswith(JSON_SUFFIXES + PARQUET_SUFFIXES):
+        return sets_from_records(read_record_file(path), str(path))
     raise DataError(f"{path}: unknown annotation format (expected .json, .json.gz, .jsonl[.gz], .parquet or a store URI)")
 
 
@@ -89,13 +82,13 @@ def sibling_annotation_sets(source: str | Path) -> list[AnnotationSet]:
 
     log = logging.getLogger(__name__)
     text = str(source).rstrip("/")
-    if "://" in text and not text.startswith("file://"):
+    path = local_file_path(text)
+    if path is None:
         from srlm.store import artifacts
 
         parent = text.rsplit("/", 1)[0]
         candidates: list[str | Path] = [u for u in artifacts.list_committed(parent) if u.rstrip("/") != text]
     else:
-        path = Path(text.removeprefix("file://")).expanduser()
         if path.is_dir() and not (path / "_SUCCESS").exists():
             return []  # a directory is already loaded whole
         parent = path.parent
@@ -103,7 +96,7 @@ def sibling_annotation_sets(source: str | Path) -> list[AnnotationSet]:
             p
             for p in parent.iterdir()
             if p != path
-            and ((p.is_file() and p.name.endswith(_JSON_SUFFIXES + _PARQUET_SUFFIXES)) or (p / "_SUCCESS").exists())
+            and ((p.is_file() and p.name.endswith(JSON_SUFFIXES + PARQUET_SUFFIXES)) or (p / "_SUCCESS").exists())
         )
     found = []
     for candidate in candidates:
@@ -140,8 +133,8 @@ def preference_value(raw: Any, where: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         try:
             raw = float(raw)  # some exports carry numbers as strings
-        except (TypeError, ValueError):
-            raise DataError(f"{where}: field 'preference' must be a number in [1, 2] or null, got {raw!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{where}: field 'preference' must be a number in [1, 2] or null, got {raw!r}") from exc
     value = float(raw)
     if math.isnan(value):
         return math.nan
@@ -164,29 +157,6 @@ def _build_set(model: str, baseline: str | None, rows: list[tuple[int, dict[str,
         preferences=prefs,
         same_outputs=np.array([r["output_1"] == r["output_2"] for _, r in rows], dtype=bool),
     )
-
-
-def _read_json_records(path: Path) -> list[dict[str, Any]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            if ".jsonl" in path.name:
-                records = []
-                for line_no, line in enumerate(handle, 1):
-                    if line.strip():
-                        try:
-                            records.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise DataError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from None
-                return records
-            data = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of annotation records, got {type(data).__name__}")
-    return data
 
 
 def _sets_from_store(uri: str) -> list[AnnotationSet]:

@@ -9,22 +9,25 @@ and the summary the paper's head-to-head figure shows: A wins %, tie %, B wins %
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Sequence
 
 import pyarrow as pa
 
 from srlm.errors import DataError
 from srlm.evaluation.pairwise import PairToJudge, judge_pairs, load_pairwise_template
+from srlm.evaluation.sources import JSON_SUFFIXES, PARQUET_SUFFIXES, local_file_path, read_record_file
+from srlm.formatting import format_percent
 
 log = logging.getLogger(__name__)
 
 OUTPUT_TABLE_SCHEMAS = ("candidates", "annotations")
 PROMPT_TABLE_SCHEMAS = ("prompts", "candidates", "eval_groups", "annotations")
+RESULT_FIELDS = (
+    "a", "b", "judge", "n", "a_wins", "ties", "b_wins", "a_win_pct", "tie_pct", "b_win_pct", "order_parse_rate",
+    "order_agreement", "annotations_uri",
+)
 
 
 @dataclass
@@ -64,29 +67,15 @@ class Head2HeadResult:
         return 100.0 * self.b_wins / self.n if self.n else float("nan")
 
     def to_dict(self) -> dict:
-        return {
-            "a": self.a,
-            "b": self.b,
-            "judge": self.judge,
-            "n": self.n,
-            "a_wins": self.a_wins,
-            "ties": self.ties,
-            "b_wins": self.b_wins,
-            "a_win_pct": self.a_win_pct,
-            "tie_pct": self.tie_pct,
-            "b_win_pct": self.b_win_pct,
-            "order_parse_rate": self.order_parse_rate,
-            "order_agreement": self.order_agreement,
-            "annotations_uri": self.annotations_uri,
-        }
+        """The summary as `srlm eval head2head --json` prints it (without the annotations table)."""
+        return {name: getattr(self, name) for name in RESULT_FIELDS}
 
     def to_text(self) -> str:
         width = 40
         bar_a = round(width * self.a_wins / self.n) if self.n else 0
         bar_b = round(width * self.b_wins / self.n) if self.n else 0
         bar = "A" * bar_a + "." * max(0, width - bar_a - bar_b) + "B" * bar_b
-        parse = f"{100 * self.order_parse_rate:.1f}%" if self.order_parse_rate is not None else "n/a"
-        agree = f"{100 * self.order_agreement:.1f}%" if self.order_agreement is not None else "n/a"
+        parse, agree = format_percent(self.order_parse_rate), format_percent(self.order_agreement)
         lines = [
             f"head-to-head on {self.n} prompts, judge {self.judge}",
             f"  A = {self.a}",
@@ -102,11 +91,11 @@ class Head2HeadResult:
 
 def load_prompts(source: str) -> list[str]:
     """Prompts from a store table (prompts, candidates, eval_groups, annotations) or a .json/.jsonl/.txt file."""
-    path = _local(source)
+    path = local_file_path(source)
     if path is not None and path.is_file():
         if path.suffix == ".txt":
             return _unique(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-        return _unique(_prompt_of(r, f"{path}: record {i}") for i, r in enumerate(_records(path)))
+        return _unique(_prompt_of(r, f"{path}: record {i}") for i, r in enumerate(read_record_file(path)))
     table, schema_name = _read_store_table(source, PROMPT_TABLE_SCHEMAS)
     if schema_name == "eval_groups":
         # The prompt of a group is its last user turn; single-turn groups only (the judge sees one instruction).
@@ -121,10 +110,10 @@ def load_prompts(source: str) -> list[str]:
 
 def load_outputs(source: str) -> dict[str, str]:
     """prompt -> response from a candidates / annotations table or an outputs file (instruction + output)."""
-    path = _local(source)
+    path = local_file_path(source)
     if path is not None and path.is_file():
         out: dict[str, str] = {}
-        for i, record in enumerate(_records(path)):
+        for i, record in enumerate(read_record_file(path)):
             where = f"{path}: record {i}"
             response = record.get("output", record.get("response"))
             if not isinstance(response, str):
@@ -143,9 +132,9 @@ def load_outputs(source: str) -> dict[str, str]:
 
 def is_outputs_source(spec: str) -> bool:
     """Whether `spec` names existing responses (a file or a committed table) rather than a model."""
-    path = _local(spec)
+    path = local_file_path(spec)
     if path is not None and path.is_file():
-        return path.name.endswith((".json", ".json.gz", ".jsonl", ".jsonl.gz", ".parquet"))
+        return path.name.endswith(JSON_SUFFIXES + PARQUET_SUFFIXES)
     from srlm.store import artifacts
 
     try:
@@ -227,32 +216,6 @@ def _read_store_table(source: str, allowed: Sequence[str]) -> tuple[pa.Table, st
     return artifacts.read_table(source, manifest.schema_name), manifest.schema_name
 
 
-def _records(path: Path) -> list[dict]:
-    name = path.name
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        if ".jsonl" in name:
-            records = []
-            for line_no, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{line_no}: not valid JSON: {exc.msg}") from None
-            return records
-        try:
-            data = json.load(handle)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records")
-    return data
-
-
 def _prompt_of(record: dict, where: str) -> str:
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected an object")
@@ -260,12 +223,6 @@ def _prompt_of(record: dict, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{where}: field 'instruction' (or 'prompt') must be a non-empty string")
     return value
-
-
-def _local(spec: str) -> Path | None:
-    if "://" in spec and not spec.startswith("file://"):
-        return None
-    return Path(spec.removeprefix("file://")).expanduser()
 
 
 def _unique(items) -> list[str]:

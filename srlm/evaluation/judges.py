@@ -1,41 +1,137 @@
 """Judges for pairwise evaluation: a local model through srlm's generation backends, or any OpenAI-compatible
-chat endpoint (`POST …/v1/chat/completions`).
+chat endpoint (`POST …/v1/chat/completions`) through the `openai` SDK.
 
-A judge turns prompts into judgment texts (`complete`), in prompt order. Both kinds look every prompt up in a
-JudgmentCache first, keyed by (judge identity, prompt, decoding settings), so a rerun only pays for what is new.
-The endpoint judge paces request starts (requests per second, shared across its worker threads), retries 429,
-5xx and connection failures with exponential backoff (honouring Retry-After), and fails on other 4xx at once.
-Credentials come from the config, an Airflow-style connection (URI or dict, never Airflow itself), or the
-environment (SRLM_JUDGE_API_KEY, then OPENAI_API_KEY); they are never logged or printed.
+The hierarchy mirrors TRL's judges: PairwiseJudge (the base: TRL's pairwise `judge(prompts, completions)` plus
+srlm's richer both-orders verdicts) → BackendJudge (a local model, e.g. the model judging itself) and
+EndpointJudge (an OpenAI-compatible server). Each turns judge prompts into judgment texts (`complete`), in prompt
+order, looking every prompt up in a JudgmentCache first, keyed by (judge identity, prompt, decoding settings), so
+a rerun only pays for what is new.
+
+The endpoint judge leaves HTTP, timeouts, retries and backoff to `openai.OpenAI` (429, 408, 409, 5xx and
+connection errors are retried with exponential backoff, honouring Retry-After; other 4xx fail at once), and adds
+bounded concurrency (a thread pool of `max_concurrency`) and request pacing (`requests_per_second`, which the SDK
+does not offer). SDK errors become one-line BackendErrors naming the endpoint and the model. Credentials come from
+the config, an Airflow-style connection (URI or dict, never Airflow itself), or the environment
+(SRLM_JUDGE_API_KEY, then OPENAI_API_KEY); they are never logged or printed.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import threading
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from srlm.errors import BackendError, ConfigError
 from srlm.evaluation.judgment_cache import JudgmentCache, judgment_key
-from srlm.evaluation.rate_limit import Backoff, RateLimiter, parse_retry_after
+from srlm.evaluation.pairwise import PairToJudge, PairVerdict, pair_verdicts
+from srlm.evaluation.rate_limit import RateLimiter
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV_VARS = ("SRLM_JUDGE_API_KEY", "OPENAI_API_KEY")
-RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+# Sent when no key is configured: servers run without one (vLLM, llama.cpp, …) ignore it, and the SDK insists on one.
+NO_API_KEY = "EMPTY"
+# Where TRL keeps BasePairwiseJudge: trl.experimental.judges since the judges went experimental, trl before that.
+TRL_JUDGE_MODULES = ("trl.experimental.judges", "trl")
 
 
 class Judge(Protocol):
+    """What srlm's pairwise evaluations need from a judge (PairwiseJudge implements it; test doubles may too)."""
+
     name: str
 
     def complete(self, prompts: Sequence[str]) -> list[str]: ...
 
     def close(self) -> None: ...
+
+
+class PairwiseJudge(ABC):
+    """Base of srlm's judges, shaped like TRL's `BasePairwiseJudge`.
+
+    Subclasses implement `complete` (judge prompts → judgment texts). On top of it: `pair_verdicts` (srlm's API:
+    every pair judged in both orders, with each order's verdict and text) and `judge` (TRL's API: the index of the
+    preferred completion per prompt), so a judge also plugs into TRL trainers (see `as_trl_judge`).
+    """
+
+    name: str
+    template: str | None = None  # pairwise template text; None: the shipped "pairwise" template
+
+    @abstractmethod
+    def complete(self, prompts: Sequence[str]) -> list[str]:
+        """One judgment text per prompt, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: a judge that holds nothing has nothing to release
+        """Release what the judge holds (a model, HTTP connections)."""
+
+    def __enter__(self) -> PairwiseJudge:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def pair_verdicts(self, pairs: Sequence[PairToJudge]) -> list[PairVerdict]:
+        """srlm's verdicts: each pair judged in both orders; they must agree for a win, anything else is a tie."""
+        return pair_verdicts(pairs, self, template=self.template)
+
+    def judge(
+        self,
+        prompts: list[str],
+        completions: list[list[str]],
+        shuffle_order: bool = True,
+        return_scores: bool = False,
+    ) -> list[int | float]:
+        """TRL's pairwise judge call: for each prompt, the index (0 or 1) of the preferred of its two completions,
+        or -1 when the judge does not prefer one (the two orders disagree, say tie, or do not parse).
+
+        `shuffle_order` is accepted for TRL's signature and has no effect: srlm always judges both orders, which
+        cancels position bias for every pair rather than on average. With `return_scores`, each answer is instead
+        the score of the first completion (PairVerdict.output_1_score: 1.0 / 0.0 when both orders agree, 0.5 when
+        undecided, 0.75 / 0.25 when one order is).
+        """
+        del shuffle_order  # both orders are always judged
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completion pairs")
+        pairs = []
+        for prompt, pair in zip(prompts, completions):
+            if len(pair) != 2:
+                raise ValueError(f"a pairwise judge needs exactly 2 completions per prompt, got {len(pair)}")
+            pairs.append(PairToJudge(instruction=prompt, output_1=pair[0], output_2=pair[1]))
+        verdicts = self.pair_verdicts(pairs)
+        return [v.output_1_score if return_scores else v.preferred_index for v in verdicts]
+
+    def as_trl_judge(self) -> PairwiseJudge:
+        """This judge, registered as a (virtual) subclass of TRL's BasePairwiseJudge when the installed TRL has one,
+        so `isinstance(judge, BasePairwiseJudge)` checks in TRL trainers pass. srlm never imports TRL otherwise (it
+        is heavy); without it, the judge is still call-compatible."""
+        base = trl_pairwise_judge_base()
+        if base is not None and not isinstance(self, base):
+            base.register(PairwiseJudge)
+        return self
+
+
+def trl_pairwise_judge_base() -> type | None:
+    """TRL's BasePairwiseJudge class, or None when the installed TRL has none (or TRL is not installed)."""
+    for module_name in TRL_JUDGE_MODULES:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TRL warns on every import from trl.experimental
+                module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        base = getattr(module, "BasePairwiseJudge", None)
+        if isinstance(base, type):
+            return base
+    return None
 
 
 def _f(default: Any, help: str, **kwargs: Any) -> Any:
@@ -51,10 +147,12 @@ class EndpointJudgeConfig:
     api_key: str | None = _f(None, "API key; None reads SRLM_JUDGE_API_KEY, then OPENAI_API_KEY.", repr=False)
     requests_per_second: float | None = _f(2.0, "Most request starts per second (None: unpaced).")
     max_concurrency: int = _f(4, "Requests in flight at once.")
-    max_retries: int = _f(6, "Retries of a request after 429 / 5xx / connection errors before giving up.")
-    backoff_initial_s: float = _f(1.0, "First retry delay; doubles per retry, with jitter.")
-    backoff_max_s: float = _f(60.0, "Longest retry delay (also caps a server's Retry-After).")
-    timeout_s: float = _f(120.0, "Per-request timeout.")
+    max_retries: int = _f(
+        6,
+        "Retries of a request after 429 / 408 / 409 / 5xx / connection errors before giving up (the openai SDK's "
+        "backoff: 0.5 s doubling to 8 s, with jitter; a server's Retry-After of up to 2 minutes wins).",
+    )
+    timeout_s: float = _f(120.0, "Per-request timeout (each attempt).")
     temperature: float = _f(0.0, "Sampling temperature (0: the judge's most likely verdict).")
     max_tokens: int = _f(512, "Longest judgment, in tokens.")
     headers: dict = _f({}, "Extra HTTP headers (e.g. an organisation id).")
@@ -68,14 +166,21 @@ class EndpointJudgeConfig:
         return None
 
 
-def chat_completions_url(url: str) -> str:
-    """…/chat/completions as given; a base ending in /v1 (or any path) gets /chat/completions; a bare host /v1/…."""
+def openai_base_url(url: str) -> str:
+    """The API base the openai client wants: a full …/chat/completions URL loses that suffix, a bare host gets /v1,
+    any other path (…/v1, a proxy prefix) is the base as given."""
     url = url.rstrip("/")
     if url.endswith("/chat/completions"):
-        return url
+        return url.removesuffix("/chat/completions")
     if urlsplit(url).path in ("", "/"):
-        return f"{url}/v1/chat/completions"
-    return f"{url}/chat/completions"
+        return f"{url}/v1"
+    return url
+
+
+def chat_completions_url(url: str) -> str:
+    """The URL the judge posts to: …/chat/completions as given; a base ending in /v1 (or any path) gets
+    /chat/completions; a bare host /v1/chat/completions."""
+    return f"{openai_base_url(url)}/chat/completions"
 
 
 _CONFIG_KEYS = {f.name for f in fields(EndpointJudgeConfig)}
@@ -153,8 +258,8 @@ def _extra_dict(extra: Any) -> dict[str, Any]:
         return dict(extra)
     try:
         parsed = json.loads(str(extra))
-    except json.JSONDecodeError:
-        raise ConfigError("judge connection: `extra` is not valid JSON") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"judge connection: `extra` is not valid JSON ({exc})") from exc
     if not isinstance(parsed, dict):
         raise ConfigError("judge connection: `extra` must be a JSON object")
     return parsed
@@ -164,14 +269,17 @@ def _coerce_setting(name: str, value: Any) -> Any:
     if value is None:
         return None
     try:
-        if name in ("requests_per_second", "backoff_initial_s", "backoff_max_s", "timeout_s", "temperature"):
+        if name in ("requests_per_second", "timeout_s", "temperature"):
             return None if str(value).lower() in ("none", "") else float(value)
         if name in ("max_concurrency", "max_retries", "max_tokens"):
             return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"judge connection: {name} must be a number, got {value!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"judge connection: {name} must be a number, got {value!r}") from exc
     if name == "headers" and isinstance(value, str):
-        return json.loads(value)
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"judge connection: headers must be a JSON object ({exc})") from exc
     return value
 
 
@@ -183,34 +291,53 @@ def _redacted(url: str) -> str:
     return url
 
 
-class EndpointJudge:
-    """Judgments from an OpenAI-compatible chat endpoint (paced, retried, cached)."""
+class EndpointJudge(PairwiseJudge):
+    """Judgments from an OpenAI-compatible chat endpoint through `openai.OpenAI` (retried by the SDK; paced, run
+    `max_concurrency` at a time and cached here). `sleep`/`clock` drive the pacing only (tests pass fakes)."""
 
     def __init__(
         self,
         config: EndpointJudgeConfig,
         *,
         cache: JudgmentCache | None = None,
+        template: str | None = None,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        import time
+        import openai  # imported here: it takes a second, and only endpoint judges need it
 
+        _check_endpoint_config(config)
         self.config = config
+        self.template = template
         self.url = chat_completions_url(config.url)
+        # The cache identity: model and endpoint, never credentials. Changing its form would orphan every cached judgment.
         self.name = f"{config.model}@{_redacted(self.url)}"
         self.cache = cache
-        self._sleep = sleep or time.sleep
-        self._limiter = RateLimiter(config.requests_per_second, clock=clock or time.monotonic, sleep=self._sleep)
-        self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
-        self._local = threading.local()
-        self.requests_sent = 0
+        self._limiter = RateLimiter(config.requests_per_second, clock=clock or time.monotonic, sleep=sleep or time.sleep)
+        self._local = threading.local()  # per worker thread: HTTP attempts of the request in progress
+        self.requests_sent = 0  # HTTP requests, retries included
         self.retries = 0
         self._count_lock = threading.Lock()
+        # The request hook runs before every attempt the SDK makes, retries included: that is where pacing and
+        # counting belong, so a retried request waits for a slot like any other.
+        http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._before_attempt]})
+        self._client = openai.OpenAI(
+            base_url=openai_base_url(config.url),
+            api_key=config.resolved_api_key() or NO_API_KEY,
+            timeout=config.timeout_s,
+            max_retries=config.max_retries,
+            default_headers=dict(config.headers) or None,
+            http_client=http_client,
+        )
 
     @property
     def settings(self) -> dict[str, Any]:
         return {"temperature": self.config.temperature, "max_tokens": self.config.max_tokens}
+
+    @property
+    def where(self) -> str:
+        """The endpoint and model, for messages."""
+        return f"judge endpoint {_redacted(self.url)} (model {self.config.model})"
 
     def complete(self, prompts: Sequence[str]) -> list[str]:
         keys = [judgment_key(self.name, p, self.settings) for p in prompts]
@@ -218,8 +345,8 @@ class EndpointJudge:
         todo = [i for i, r in enumerate(results) if r is None]
         failure: BaseException | None = None
         if todo:
-            with ThreadPoolExecutor(max_workers=max(1, self.config.max_concurrency)) as pool:
-                futures = {pool.submit(self._request, prompts[i]): i for i in todo}
+            with ThreadPoolExecutor(max_workers=self.config.max_concurrency) as pool:
+                futures = {pool.submit(self._judgment, prompts[i]): i for i in todo}
                 # Cache each judgment as it arrives, so a failure part-way loses nothing already paid for.
                 for future in as_completed(futures):
                     i = futures[future]
@@ -237,63 +364,94 @@ class EndpointJudge:
             raise failure
         return [r or "" for r in results]
 
-    def _session(self):
-        import requests
+    def _before_attempt(self, request: object) -> None:
+        self._limiter.acquire()
+        self._local.attempts = getattr(self._local, "attempts", 0) + 1
+        with self._count_lock:
+            self.requests_sent += 1
 
-        if getattr(self._local, "session", None) is None:
-            self._local.session = requests.Session()
-        return self._local.session
+    def _judgment(self, prompt: str) -> str:
+        import openai
 
-    def _request(self, prompt: str) -> str:
-        import requests
-
-        headers = {"Content-Type": "application/json", **self.config.headers}
-        key = self.config.resolved_api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        body = {
-            "model": self.config.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "temperature": self.config.temperature,
-            "max_tokens": self.config.max_tokens,
-        }
-        attempt = 0
-        while True:
-            self._limiter.acquire()
-            with self._count_lock:
-                self.requests_sent += 1
-            retry_after: float | None = None
-            try:
-                response = self._session().post(self.url, json=body, headers=headers, timeout=self.config.timeout_s)
-            except requests.RequestException as exc:
-                problem = f"{type(exc).__name__}"
-            else:
-                if response.status_code == 200:
-                    return self._content(response)
-                problem = f"HTTP {response.status_code}: {response.text[:200]!r}"
-                if response.status_code not in RETRYABLE_STATUS:
-                    raise BackendError(f"judge endpoint {self.name}: {problem}")
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if attempt >= self.config.max_retries:
-                raise BackendError(f"judge endpoint {self.name}: giving up after {attempt + 1} attempts ({problem})")
-            delay = self._backoff.delay(attempt, retry_after)
-            log.info("judge endpoint %s: %s; retry %d in %.1fs", self.name, problem, attempt + 1, delay)
-            with self._count_lock:
-                self.retries += 1
-            self._sleep(delay)
-            attempt += 1
-
-    def _content(self, response) -> str:
+        self._local.attempts = 0
         try:
-            content = response.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise BackendError(f"judge endpoint {self.name}: response is not a chat completion: {response.text[:200]!r}") from None
+            completion = self._client.chat.completions.create(
+                model=self.config.model,
+                messages=[{"role": "user", "content": prompt}],
+                temperature=self.config.temperature,
+                max_tokens=self.config.max_tokens,
+            )
+        except openai.OpenAIError as exc:
+            raise BackendError(self._failure(exc)) from exc
+        finally:
+            with self._count_lock:
+                self.retries += max(0, self._local.attempts - 1)
+        try:
+            content = completion.choices[0].message.content
+        except (AttributeError, IndexError, TypeError) as exc:
+            # Not JSON: the SDK hands back the body as text; JSON without choices: a model holding what came.
+            answer = completion if isinstance(completion, str) else json.dumps(completion.model_dump(exclude_unset=True))
+            raise BackendError(f"{self.where}: the answer is not a chat completion: {answer[:200]!r}") from exc
         return content if isinstance(content, str) else ""
 
+    def _failure(self, exc: Exception) -> str:
+        """One line for an SDK error: the endpoint, the model, what went wrong and, for retried kinds, how often."""
+        import openai
+
+        tries = max(1, self._local.attempts)
+        attempts = f"giving up after {tries} attempt{'s' if tries > 1 else ''}"
+        if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+            problem = (
+                f"HTTP {exc.status_code}, the API key was refused (set one in the connection, "
+                f"{' or '.join(API_KEY_ENV_VARS)})"
+            )
+        elif isinstance(exc, openai.NotFoundError):
+            problem = (
+                f"HTTP 404, no model {self.config.model!r} there, or the URL is not the API's base (…/v1): "
+                f"{_body(exc)!r}"
+            )
+        elif isinstance(exc, openai.APIStatusError):
+            problem = f"HTTP {exc.status_code}: {_body(exc)!r}"
+            if _sdk_retries(exc.status_code):
+                problem = f"{attempts} ({problem})"
+        elif isinstance(exc, openai.APITimeoutError):
+            problem = f"{attempts} (no answer within {self.config.timeout_s:g} s)"
+        elif isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            problem = f"{attempts} (cannot connect: {type(cause).__name__}: {cause})"
+        else:
+            problem = f"{type(exc).__name__}: {exc}"
+        return _without_secret(f"{self.where}: {problem}", self.config.resolved_api_key())
+
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
+        self._client.close()
+
+
+def _check_endpoint_config(config: EndpointJudgeConfig) -> None:
+    if config.requests_per_second is not None and config.requests_per_second <= 0:
+        raise ConfigError(f"judge endpoint: requests_per_second must be positive (or None), got {config.requests_per_second}")
+    if config.max_concurrency < 1:
+        raise ConfigError(f"judge endpoint: max_concurrency must be at least 1, got {config.max_concurrency}")
+    if config.max_retries < 0:
+        raise ConfigError(f"judge endpoint: max_retries must be 0 or more, got {config.max_retries}")
+
+
+def _sdk_retries(status: int) -> bool:
+    """The statuses openai's client retries (408, 409, 429, 5xx), to say "giving up after N attempts" for them."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def _body(exc: Any) -> str:
+    try:
+        return exc.response.text[:200]
+    except Exception:  # noqa: BLE001 - an unreadable body must not hide the error being reported
+        return str(exc)[:200]
+
+
+def _without_secret(message: str, secret: str | None) -> str:
+    # A server may echo the key back in its error body; it must not reach a log or a terminal through us.
+    return message.replace(secret, "***") if secret else message
+
 
 
 def local_model_identity(model_path: str) -> str:
@@ -312,8 +470,9 @@ def local_model_identity(model_path: str) -> str:
     return f"local:{root}:{digest.hexdigest()[:16]}"
 
 
-class BackendJudge:
-    """Judgments from a local model through an open srlm GenerationBackend (greedy by default)."""
+class BackendJudge(PairwiseJudge):
+    """Judgments from a local model through an open srlm GenerationBackend (greedy by default): the self-judge when
+    the backend serves the model under evaluation."""
 
     def __init__(
         self,
@@ -325,9 +484,11 @@ class BackendJudge:
         top_p: float = 1.0,
         cache: JudgmentCache | None = None,
         owns_backend: bool = False,
+        template: str | None = None,
     ) -> None:
         self.backend = backend
         self.name = identity
+        self.template = template
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_p = top_p

@@ -40,8 +40,8 @@ sets the difficulty estimate is noisier (any 2 of the 5: 3.3 points on average, 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -50,6 +50,9 @@ from srlm.evaluation.annotations import AnnotationSet
 log = logging.getLogger(__name__)
 
 DEFAULT_DIFFICULTY_PRIOR_SD = 20.0
+FIT_SUMMARY_FIELDS = (
+    "method", "baseline", "length_coefficient", "n_sets", "n_rows", "n_instructions_with_difficulty", "converged"
+)
 
 
 @dataclass
@@ -67,15 +70,8 @@ class LengthControlledFit:
     converged: bool = True
 
     def summary(self) -> dict:
-        return {
-            "method": self.method,
-            "baseline": self.baseline,
-            "length_coefficient": self.length_coefficient,
-            "n_sets": self.n_sets,
-            "n_rows": self.n_rows,
-            "n_instructions_with_difficulty": self.n_instructions_with_difficulty,
-            "converged": self.converged,
-        }
+        """The fit's figures for reports (without the per-set win rates and model terms)."""
+        return {name: getattr(self, name) for name in FIT_SUMMARY_FIELDS}
 
 
 def standardized_length_term(model_chars: np.ndarray, baseline_chars: np.ndarray) -> np.ndarray:

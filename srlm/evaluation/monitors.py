@@ -13,12 +13,14 @@ Iteration t's candidates and judgments come from M_{t-1}, so each iteration row 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from srlm.checkpoint_ids import previous_checkpoint_id
+from srlm.formatting import format_number, format_percent, is_missing
+from srlm.judging.scores import score_histogram
 from srlm.store import artifacts
 from srlm.store.layout import RunLayout
 
@@ -75,20 +77,20 @@ class MonitorReport:
             if j:
                 hist = " ".join(f"{k}:{v}" for k, v in j["histogram"].items())
                 lines.append(
-                    f"    judgments   parse {100 * j['parse_rate']:.1f}%, score 5 in {_pct(j['five_rate'])} of parsed, "
-                    f"mean {_num(j['mean_score'])}; histogram {hist}"
+                    f"    judgments   parse {100 * j['parse_rate']:.1f}%, score 5 in {format_percent(j['five_rate'])} of parsed, "
+                    f"mean {format_number(j['mean_score'])}; histogram {hist}"
                 )
             else:
                 lines.append("    judgments   (none)")
             lines.append(
-                f"    pairs       {p['n']} pairs, chosen longer in {_pct(p['chosen_longer_rate'])}, "
-                f"gap {_num(p['mean_char_gap'], '+.0f')} chars / {_num(p['mean_token_gap'], '+.1f')} tokens"
+                f"    pairs       {p['n']} pairs, chosen longer in {format_percent(p['chosen_longer_rate'])}, "
+                f"gap {format_number(p['mean_char_gap'], '+.0f')} chars / {format_number(p['mean_token_gap'], '+.1f')} tokens"
                 if p else "    pairs       (none)"
             )
         if self.winrates:
             lines.append("  win rates (raw → length-controlled)")
             for w in self.winrates:
-                lc = _num(w["length_controlled_winrate"], ".1f")
+                lc = format_number(w["length_controlled_winrate"], ".1f")
                 lines.append(f"    {w['checkpoint']:<10} {w['name']:<24} {w['win_rate']:5.1f}% → {lc}% vs {w['baseline']}")
         lines.append("  flags: " + ("none" if not self.flags else ""))
         lines.extend(f"    ! {flag}" for flag in self.flags)
@@ -113,15 +115,12 @@ def candidate_stats(table: pa.Table) -> dict:
 def judgment_stats(table: pa.Table) -> dict:
     ok = table.column("parse_ok").to_pylist()
     scores = [s for s, parsed in zip(table.column("score").to_pylist(), ok) if parsed and s is not None]
-    histogram = {str(k): 0 for k in range(6)}
-    for s in scores:
-        histogram[str(int(min(5, max(0, math.floor(s + 0.5)))))] += 1
     return {
         "n": len(ok),
         "parse_rate": sum(ok) / len(ok) if ok else 0.0,
         "mean_score": float(np.mean(scores)) if scores else None,
         "five_rate": sum(1 for s in scores if s >= 5.0) / len(scores) if scores else None,
-        "histogram": histogram,
+        "histogram": score_histogram(scores),
     }
 
 
@@ -154,7 +153,7 @@ def compute_monitors(layout: RunLayout, thresholds: MonitorThresholds | None = N
     thresholds = thresholds or MonitorThresholds()
     iterations = []
     for t in iterations_of(layout):
-        it = IterationMonitor(iteration=t, model=f"M{t - 1}")
+        it = IterationMonitor(iteration=t, model=previous_checkpoint_id(t))
         if artifacts.is_committed(layout.candidates(t)):
             it.candidates = candidate_stats(
                 artifacts.read_table(layout.candidates(t), "candidates", ["response", "num_tokens", "finish_reason"])
@@ -216,7 +215,7 @@ def flags_for(report: MonitorReport, th: MonitorThresholds) -> list[str]:
             )
     for w in report.winrates:
         lc = w.get("length_controlled_winrate")
-        if lc is not None and not math.isnan(lc) and w["win_rate"] - lc > 10:
+        if not is_missing(lc) and w["win_rate"] - lc > 10:
             flags.append(
                 f"{w['checkpoint']} {w['name']}: win rate {w['win_rate']:.1f}% falls to {lc:.1f}% length-controlled"
             )
@@ -227,9 +226,3 @@ def _stat(values: np.ndarray, fn) -> float | None:
     return float(fn(values)) if values.size else None
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, spec: str = ".2f") -> str:
-    return "n/a" if value is None else format(value, spec)

@@ -4,18 +4,19 @@ Each pair (instruction, output_1, output_2) is judged twice: once with output_1 
 with the two swapped, so a judge's position bias cancels. The two verdicts, mapped back to outputs, combine as:
 both orders name the same output -> that output wins (preference 1 or 2); anything else (the orders disagree, one
 or both say tie, or a judgment has no parsable "Winner: …" line) -> tie (1.5). The raw judgments and per-order
-verdicts travel in `raw_judgments_json`, so parse failures stay visible.
+verdicts travel in `raw_judgments_json`, so parse failures stay visible. For TRL-style callers a verdict also reads
+as the index of the preferred completion (0 = output_1, 1 = output_2, -1 = tie) and as a score for output_1.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
 import pyarrow as pa
 
@@ -48,6 +49,18 @@ class PairVerdict:
     @property
     def parsed_orders(self) -> int:
         return (self.forward is not None) + (self.reverse is not None)
+
+    @property
+    def preferred_index(self) -> int:
+        """TRL's pairwise answer: 0 when output_1 wins, 1 when output_2 wins, -1 for a tie (incl. unparsed)."""
+        return {1.0: 0, 2.0: 1}.get(self.preference, -1)
+
+    @property
+    def output_1_score(self) -> float:
+        """How strongly the two orders favour output_1: the mean over orders of 1 (output_1), 0 (output_2) or 0.5
+        (tie / unparsed). 1.0 and 0.0 are the two agreeing wins; one order undecided gives 0.75 or 0.25."""
+        points = {"1": 1.0, "2": 0.0}
+        return (points.get(self.forward, 0.5) + points.get(self.reverse, 0.5)) / 2
 
 
 @lru_cache(maxsize=8)
@@ -111,11 +124,17 @@ def verdicts_from_judgments(pairs: Sequence[PairToJudge], judgments: Sequence[st
     return out
 
 
-def judge_pairs(pairs: Sequence[PairToJudge], judge, *, template: str | None = None) -> tuple[pa.Table, dict]:
-    """Judge every pair in both orders with `judge` (srlm.evaluation.judges.Judge); returns (annotations, stats)."""
+def pair_verdicts(pairs: Sequence[PairToJudge], judge, *, template: str | None = None) -> list[PairVerdict]:
+    """Judge every pair in both orders with `judge` (anything with `complete(prompts) -> texts`, e.g. a
+    srlm.evaluation.judges.PairwiseJudge); one verdict per pair, with both orders' detail."""
     template = template or load_pairwise_template()
     judgments = judge.complete(pairwise_prompts(pairs, template)) if pairs else []
-    verdicts = verdicts_from_judgments(pairs, judgments)
+    return verdicts_from_judgments(pairs, judgments)
+
+
+def judge_pairs(pairs: Sequence[PairToJudge], judge, *, template: str | None = None) -> tuple[pa.Table, dict]:
+    """Judge every pair in both orders with `judge` (srlm.evaluation.judges.Judge); returns (annotations, stats)."""
+    verdicts = pair_verdicts(pairs, judge, template=template)
     return annotations_table(pairs, verdicts, judge_name=judge.name), verdict_stats(verdicts)
 
 

@@ -1,12 +1,16 @@
-"""Request pacing and retry backoff for remote judges. Clock and sleep are injectable so tests need no real time."""
+"""Request pacing for remote judges (`requests_per_second`, the CLI's --judge-rps).
+
+Retries and backoff are the openai SDK's; pacing is not something the SDK (or its HTTP client) offers, and no
+rate-limiting library is among srlm's dependencies, so this stays: a one-slot scheduler (a token bucket of size
+one), small enough that a dependency would cost more than it saves. Clock and sleep are injectable so tests need no
+real time.
+"""
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 
 class RateLimiter:
@@ -39,31 +43,3 @@ class RateLimiter:
         if wait > 0:
             self._sleep(wait)
         return wait
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with full jitter, capped; a server's Retry-After wins when it asks for longer."""
-
-    initial_s: float = 1.0
-    max_s: float = 60.0
-    multiplier: float = 2.0
-    jitter: bool = True
-
-    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
-        base = min(self.max_s, self.initial_s * self.multiplier**attempt)
-        delay = (rng or random).uniform(base / 2, base) if self.jitter else base
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.max_s))
-        return delay
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form only; HTTP dates are rare on these APIs)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None

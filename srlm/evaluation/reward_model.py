@@ -27,14 +27,15 @@ step. Definitions (human_rank 0 = best; equal ranks are human ties):
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 
 from srlm.errors import DataError
+from srlm.formatting import format_number, format_percent
 from srlm.judging.parse import MAX_SCORE, parse_score
+from srlm.judging.scores import score_histogram
 from srlm.judging.template import render_judge_prompt
 
 
@@ -98,11 +99,10 @@ class RewardModelMetrics:
         }
 
     def to_text(self) -> str:
-        def pct(v: float | None) -> str:
-            return "n/a" if v is None else f"{100 * v:.1f}%"
+        pct = format_percent
 
         def num(v: float | None) -> str:
-            return "n/a" if v is None else f"{v:.3f}"
+            return format_number(v, ".3f")
 
         hist = " ".join(f"{k}:{v}" for k, v in self.score_histogram.items())
         return "\n".join(
@@ -235,9 +235,6 @@ def reward_model_metrics(groups: Sequence[RankedGroup]) -> RewardModelMetrics:
             kendall.append(float(stats.kendalltau(scores, ranks).statistic))
 
     ties = sum(1 for c in pair_credit if c == 0.5)
-    histogram = {str(k): 0 for k in range(6)}
-    for r in scored_all:
-        histogram[str(int(min(5, max(0, math.floor(r.score + 0.5)))))] += 1
     return RewardModelMetrics(
         pairwise_accuracy=_mean(pair_credit),
         exact_match=_mean(exact),
@@ -254,7 +251,7 @@ def reward_model_metrics(groups: Sequence[RankedGroup]) -> RewardModelMetrics:
         n_groups_ranked=len(exact),
         n_groups_correlated=len(spearman),
         mean_score=_mean([r.score for r in scored_all]),
-        score_histogram=histogram,
+        score_histogram=score_histogram(r.score for r in scored_all),
         n_responses_too_long=sum(r.too_long for g in groups for r in g.responses),
     )
 

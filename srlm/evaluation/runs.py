@@ -45,11 +45,11 @@ def annotations_uri(layout: RunLayout, checkpoint_id: str, name: str) -> str:
 
 def annotation_artifacts(layout: RunLayout) -> list[tuple[str, str, str]]:
     """(checkpoint_id, name, uri) of every committed annotations table in the run."""
-    from srlm.evaluation.results import _child_names
+    from srlm.evaluation.results import child_names
 
     out = []
     eval_root = join_uri(layout.run_uri, "eval")
-    for checkpoint in _child_names(eval_root):
+    for checkpoint in child_names(eval_root):
         for uri in artifacts.list_committed(layout.eval_result(checkpoint, ANNOTATIONS_SUITE, "")):
             out.append((checkpoint, uri.rstrip("/").rsplit("/", 1)[-1], uri))
     return out

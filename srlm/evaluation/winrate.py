@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from srlm.errors import DataError
 from srlm.evaluation.annotations import AnnotationSet
 from srlm.evaluation.length_control import DEFAULT_DIFFICULTY_PRIOR_SD, LengthControlledFit, fit_length_controlled
+from srlm.formatting import format_number
 
 
 @dataclass
@@ -150,7 +151,7 @@ def read_leaderboard(path: str | Path) -> dict[str, dict[str, str]]:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except OSError as exc:
-        raise DataError(f"{path}: cannot read leaderboard: {exc}") from None
+        raise DataError(f"{path}: cannot read leaderboard: {exc}") from exc
     key = "model" if rows and "model" in rows[0] else (next(iter(rows[0])) if rows else "model")
     return {row[key]: row for row in rows}
 
@@ -197,6 +198,42 @@ def compare_to_leaderboard(results: Sequence[WinRate], leaderboard: dict[str, di
         "lc_mean_abs_difference": float(np.mean(lc_diffs)) if lc_diffs else None,
         "n_compared": len(per_model),
     }
+
+
+def win_rates_text(payload: dict) -> str:
+    """The one-screen table of `srlm eval winrate` from its JSON payload (WinRateReport.to_dict() and extras)."""
+    header = f"{'model':<40} {'win rate':>9} {'± se':>6} {'LC':>7} {'discrete':>9} {'wins':>5} {'base':>5} {'draws':>5} {'n':>5} {'avg len':>8}"
+    lines = [header, "-" * len(header)]
+    for r in payload["models"]:
+        se = format_number(r["standard_error"], missing="")
+        lc_text = format_number(r["length_controlled_winrate"])
+        lines.append(
+            f"{r['model'][:40]:<40} {r['win_rate']:>9.2f} {se:>6} {lc_text:>7} {r['discrete_win_rate']:>9.2f} "
+            f"{r['n_wins']:>5} {r['n_wins_base']:>5} {r['n_draws']:>5} {r['n_total']:>5} {r['avg_length']:>8}"
+        )
+    for fit in payload["length_control"]:
+        lines.append(
+            f"LC fit vs {fit['baseline']}: {fit['method']} over {fit['n_sets']} set(s), {fit['n_rows']} rows, "
+            f"difficulty for {fit['n_instructions_with_difficulty']} instructions, length coefficient "
+            + format_number(fit["length_coefficient"], ".3f")
+        )
+        if fit["method"] == "length-only":
+            lines.append("  (no instruction difficulty: pass other models' annotation sets with --difficulty-from)")
+        elif fit["n_sets"] < 4:
+            lines.append(f"  (difficulty from only {fit['n_sets']} sets: more sets with this baseline give a steadier LC)")
+    comparison = payload.get("comparison")
+    if comparison:
+        lines.append(
+            f"vs published leaderboard: raw figures match for "
+            f"{sum(m['raw_match'] for m in comparison['models'])}/{comparison['n_compared']} models; "
+            f"LC mean absolute difference {format_number(comparison['lc_mean_abs_difference'])} points"
+        )
+        for m in comparison["models"]:
+            if m["mismatches"]:
+                lines.append(f"  {m['model']}: " + "; ".join(m["mismatches"]))
+    if payload.get("recorded"):
+        lines.append(f"recorded: {payload['recorded']}")
+    return "\n".join(lines)
 
 
 def _same_set(a: AnnotationSet, b: AnnotationSet) -> bool:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Union
 
 # A request is either chat messages (the backend applies the model's chat template with a generation prompt)
 # or a raw string (sent to the model as-is, no template).
@@ -31,6 +32,11 @@ class Completion:
     prompt_tokens: int = 0
 
 
+def tokens_per_second(output_tokens: int, seconds: float, untimed: float = 0.0) -> float:
+    """Generation throughput; `untimed` when no generation time was measured."""
+    return output_tokens / seconds if seconds > 0 else untimed
+
+
 @dataclass
 class GenerationStats:
     requests: int = 0
@@ -41,7 +47,7 @@ class GenerationStats:
 
     @property
     def tokens_per_second(self) -> float:
-        return self.output_tokens / self.seconds if self.seconds > 0 else 0.0
+        return tokens_per_second(self.output_tokens, self.seconds)
 
 
 class GenerationBackend(ABC):
@@ -66,7 +72,7 @@ class GenerationBackend(ABC):
     def stats(self) -> GenerationStats:
         return getattr(self, "_stats", GenerationStats())
 
-    def __enter__(self) -> "GenerationBackend":
+    def __enter__(self) -> GenerationBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import typing
+
+from srlm.config import Dtype
 from srlm.errors import ConfigError
 
-DTYPES = ("auto", "bfloat16", "float32")
+DTYPES = typing.get_args(Dtype)  # the choices live on the config field
 
 
 def cuda_available() -> bool:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import typing
 
-from srlm.config import BackendConfig
+from srlm.config import BackendConfig, BackendName
 from srlm.errors import BackendError
 from srlm.generation.base import GenerationBackend
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "vllm", "transformers")
+BACKENDS = typing.get_args(BackendName)  # the choices live on the config field
 
 
 def vllm_available() -> bool:

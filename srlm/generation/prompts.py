@@ -6,8 +6,9 @@ prompt tokens whichever backend serves it, and both stop on the same token ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from srlm.errors import BackendError, ModelError
 from srlm.generation.base import Request
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 CHATML_END_OF_TURN = "<|im_end|>"
 
 
-def load_tokenizer(model_path: str) -> "PreTrainedTokenizerBase":
+def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
     """The model's tokenizer, padding on the left (decoder-only batches grow to the right)."""
     from transformers import AutoTokenizer
 
@@ -29,14 +30,14 @@ def load_tokenizer(model_path: str) -> "PreTrainedTokenizerBase":
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{model_path}: cannot load tokenizer: {exc}") from None
+        raise ModelError(f"{model_path}: cannot load tokenizer: {exc}") from exc
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def stop_token_ids(tokenizer: "PreTrainedTokenizerBase", model_path: str) -> list[int]:
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model_path: str) -> list[int]:
     """Every token id that ends a completion: generation config eos, tokenizer eos, and ChatML's end of turn."""
     ids: list[int] = []
 
@@ -70,7 +71,7 @@ def _check_chat(request: list, index: int) -> None:
             )
 
 
-def render_prompt_ids(tokenizer: "PreTrainedTokenizerBase", requests: Sequence[Request]) -> list[list[int]]:
+def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, requests: Sequence[Request]) -> list[list[int]]:
     """Prompt token ids per request: chat messages through the chat template (with the generation prompt),
     raw strings tokenized as they are."""
     prompts: list[list[int]] = []

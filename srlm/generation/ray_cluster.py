@@ -35,7 +35,7 @@ def connect(address: str | None) -> bool:
             try:
                 ray.init(address=address, log_to_driver=True)
             except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise BackendError(f"backend.ray_address {address}: cannot connect to Ray: {exc}") from None
+                raise BackendError(f"backend.ray_address {address}: cannot connect to Ray: {exc}") from exc
             return False
         # "local" starts a fresh head even when another Ray instance runs on this machine (other users' clusters
         # are not ours to schedule onto or to shut down).

@@ -28,14 +28,14 @@ class VLLMEngineActor:
 
     def info(self) -> dict[str, Any]:
         """Where the engine runs: the actor's pid, its child processes, node id, and threading."""
-        import psutil
         import ray
         import torch
 
-        children = [p.pid for p in psutil.Process().children(recursive=True)]
+        from srlm.host import descendant_pids
+
         return {
             "pid": os.getpid(),
-            "child_pids": children,
+            "child_pids": descendant_pids(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "torch_threads": torch.get_num_threads(),
             "niceness": os.nice(0),

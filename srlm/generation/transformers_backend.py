@@ -4,7 +4,8 @@ vLLM backend is benchmarked against."""
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from srlm.config import BackendConfig
 from srlm.errors import BackendError, ModelError
@@ -41,7 +42,7 @@ class TransformersBackend(GenerationBackend):
         try:
             model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype))
         except (OSError, ValueError) as exc:
-            raise ModelError(f"{model_path}: cannot load model: {exc}") from None
+            raise ModelError(f"{model_path}: cannot load model: {exc}") from exc
         self._model = model.to(self._device).eval()
         self.load_seconds = time.perf_counter() - start
         # Engine-level seed, like vLLM's LLM(seed=…): reproducible given the same sequence of generate calls.

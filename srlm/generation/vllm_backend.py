@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from srlm.config import BackendConfig
 from srlm.errors import BackendError
@@ -128,15 +129,15 @@ class VLLMBackend(GenerationBackend):
             )
         try:
             self.engine_info = ray.get([a.info.remote() for a in self._actors], timeout=ENGINE_START_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
+        except ray.exceptions.GetTimeoutError as exc:
             raise BackendError(
                 f"vLLM: {cfg.num_replicas} replica(s) did not start within {ENGINE_START_TIMEOUT_S:.0f} s; does the "
                 "Ray cluster have the CPUs/GPUs for them?"
-            ) from None
+            ) from exc
         except ray.exceptions.RayError as exc:
-            raise BackendError(f"vLLM: an engine replica failed to start: {_cause(exc)}") from None
+            raise BackendError(f"vLLM: an engine replica failed to start: {_cause(exc)}") from exc
 
-    def _gpu_engines(self) -> list["_Engine"]:
+    def _gpu_engines(self) -> list[_Engine]:
         """Replicas placed as OpenRLHF places them: one placement group of replicas × tensor_parallel_size GPU
         bundles; a one-GPU replica runs vLLM inside its actor, a larger one runs vLLM's Ray executor on its own
         bundles (taken node by node, so tensor-parallel workers share a node)."""
@@ -148,11 +149,11 @@ class VLLMBackend(GenerationBackend):
         self._placement_groups.append(group)
         try:
             ray.get(group.ready(), timeout=ENGINE_START_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
+        except ray.exceptions.GetTimeoutError as exc:
             raise BackendError(
                 f"vLLM: the Ray cluster cannot place {replicas} replica(s) × {tp} GPU(s) "
                 f"(it has {ray.cluster_resources().get('GPU', 0):.0f} GPUs)"
-            ) from None
+            ) from exc
         by_node: dict[str, list[int]] = {}
         for bundle, node in ray.util.placement_group_table(group)["bundles_to_node_id"].items():
             by_node.setdefault(node, []).append(bundle)
@@ -209,7 +210,7 @@ class VLLMBackend(GenerationBackend):
         try:
             outputs = self._wait(refs, len(prompts) * sampling.n, progress)
         except ray.exceptions.RayError as exc:
-            raise BackendError(f"vLLM generation failed: {_cause(exc)}") from None
+            raise BackendError(f"vLLM generation failed: {_cause(exc)}") from exc
         seconds = time.perf_counter() - start
         completions: list[Completion] = []
         for index, prompt in enumerate(prompts):

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from srlm.errors import ModelError
+from srlm.host import file_lock
 
 CACHE_ENV = "SRLM_CACHE_DIR"
 DEFAULT_CACHE_ROOT = "~/.cache/srlm"
@@ -52,16 +53,6 @@ def read_marker(directory: Path) -> dict:
         return json.loads((directory / COMPLETE_MARKER).read_text())
     except (OSError, ValueError):
         return {}
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, timeout_s: float = 3600.0) -> Iterator[None]:
-    """An inter-process lock on `path` (the filelock package, a transformers/torch dependency)."""
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path), timeout=timeout_s):
-        yield
 
 
 @contextlib.contextmanager

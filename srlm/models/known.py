@@ -51,5 +51,5 @@ KNOWN_MODELS: dict[str, KnownModel] = {
 def known_model(alias: str) -> KnownModel:
     try:
         return KNOWN_MODELS[alias]
-    except KeyError:
-        raise ModelError(f"unknown model alias {alias!r}; known aliases: {', '.join(sorted(KNOWN_MODELS))}") from None
+    except KeyError as exc:
+        raise ModelError(f"unknown model alias {alias!r}; known aliases: {', '.join(sorted(KNOWN_MODELS))}") from exc

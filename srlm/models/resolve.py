@@ -8,6 +8,7 @@ from pathlib import Path
 
 from srlm.errors import ModelError
 from srlm.models.known import KNOWN_MODELS
+from srlm.store.uri import FILE_SCHEME, S3_SCHEME, local_path
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,9 @@ def resolve_model(spec: str, cache_dir: str | os.PathLike | None = None) -> str:
         from srlm.models.prepare import prepare_model
 
         return str(prepare_model(spec, cache_dir=cache_dir))
-    if spec.startswith("s3://"):
+    if spec.startswith(S3_SCHEME):
         return str(_fetch_checkpoint(spec, cache_dir))
-    path = _local_path(spec)
+    path = Path(local_path(spec))
     if path.exists():
         if (path / SUCCESS_FILE).is_file():
             return str(_fetch_checkpoint(spec, cache_dir))
@@ -51,13 +52,9 @@ def resolve_model(spec: str, cache_dir: str | os.PathLike | None = None) -> str:
     return spec
 
 
-def _local_path(spec: str) -> Path:
-    return Path(spec[len("file://") :] if spec.startswith("file://") else spec).expanduser()
-
-
 def _looks_local(spec: str) -> bool:
     """Paths a hub id can never be: absolute, home- or dot-relative, file://, or with more than one '/'."""
-    return spec.startswith(("/", "~", "./", "../", "file://")) or spec.count("/") > 1 or "\\" in spec
+    return spec.startswith(("/", "~", "./", "../", FILE_SCHEME)) or spec.count("/") > 1 or "\\" in spec
 
 
 def _fetch_checkpoint(uri: str, cache_dir: str | os.PathLike | None) -> Path:
@@ -69,7 +66,7 @@ def _fetch_checkpoint(uri: str, cache_dir: str | os.PathLike | None) -> Path:
         # Local artifacts are used in place; S3 ones are cached by manifest checksum under <models cache>/fetched.
         path = Path(fetch_directory(uri, cache_dir=models_dir(cache_dir) / "fetched"))
     except UncommittedArtifactError as exc:
-        raise ModelError(f"{uri}: not a committed checkpoint ({exc})") from None
+        raise ModelError(f"{uri}: not a committed checkpoint ({exc})") from exc
     if not (path / "config.json").is_file():
         raise ModelError(f"{uri}: the committed artifact holds no config.json, so it is not a model checkpoint")
     return path

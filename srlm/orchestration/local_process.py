@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 from srlm.orchestration.ray_head import stop_process_group
 from srlm.orchestration.result import MARKER, parse_result

@@ -158,11 +158,10 @@ def ensure_local_head(
     address = local_address(dashboard_port)
     if jobs_api_ready(address):
         return address
-    import fcntl
+    from filelock import FileLock
 
     Path(temp_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(temp_dir) / "start.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two tasks asking at once start one head
+    with FileLock(str(Path(temp_dir) / "start.lock")):  # two tasks asking at once start one head
         if not jobs_api_ready(address):
             log.info("no Ray Jobs API at %s: starting a local Ray head", address)
             start_local_head(dashboard_port=dashboard_port, temp_dir=temp_dir, **start_kwargs)

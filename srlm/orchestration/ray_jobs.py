@@ -6,7 +6,8 @@ map_index) and never from the try number, so every try of a task instance finds 
 FAILED or was STOPPED, the next try submits under the same id with a `-r<n>` suffix; the chain
 `base, base-r1, base-r2, …` is walked to find the newest attempt, which decides what to do.
 
-Airflow-free: the operators in `operators/` wrap this, and tests drive it against a real local Ray head.
+Airflow-free: srlm_airflow's RayJobsHook wraps this (operators and the triggerer use it through the hook), and
+tests drive it against a real local Ray head.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from srlm.errors import SrlmError
 
@@ -147,6 +149,13 @@ class RayJobs:
         info = self.info(sid)
         return MISSING if info is None else _status_name(info.status)
 
+    def snapshot(self, sid: str) -> JobOutcome:
+        """The job's status, message and exit code now (a job that no longer exists is an error)."""
+        info = self.info(sid)
+        if info is None:
+            raise RayJobError(f"Ray job {sid} disappeared from the cluster at {self.address}")
+        return JobOutcome(sid, _status_name(info.status), info.message or "", getattr(info, "driver_exit_code", None))
+
     def resolve(self, base: str) -> Resolution:
         """Walk `base, base-r1, …` to the first id that does not exist; the newest existing job decides."""
         seen: list[tuple[str, str]] = []
@@ -222,20 +231,17 @@ class RayJobs:
             except Exception as exc:  # websocket refused or dropped: polling still works
                 log.warning("Ray job %s: log streaming stopped (%s); polling instead", sid, _first_line(exc))
         while True:
-            info = self.info(sid)
-            if info is None:
-                raise RayJobError(f"Ray job {sid} disappeared from the cluster at {self.address}")
-            status = _status_name(info.status)
+            outcome = self.snapshot(sid)
             if emit is not None and not follower.streamed_to_end:
                 follower.catch_up(self._logs(sid))
-            if status in TERMINAL_STATUSES:
+            if outcome.status in TERMINAL_STATUSES:
                 follower.flush()
-                exit_code = getattr(info, "driver_exit_code", None)
-                return JobOutcome(sid, status, info.message or "", exit_code, follower.chars)
+                outcome.log_chars = follower.chars
+                return outcome
             time.sleep(poll_interval)
 
     # -- internals --------------------------------------------------------------------------------------------
-    async def _tail(self, sid: str, follower: "_LogFollower") -> None:
+    async def _tail(self, sid: str, follower: _LogFollower) -> None:
         async for chunk in self.client.tail_job_logs(sid):
             follower.feed(chunk)
         follower.streamed_to_end = True

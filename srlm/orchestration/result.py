@@ -9,8 +9,9 @@ operator's xcom sidecar reads it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 MARKER = "srlm-task-result: "
 # Exit code of a step that failed in a way a retry cannot fix (bad config, bad data): orchestrators fail the task

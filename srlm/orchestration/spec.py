@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srlm.errors import ConfigError
+from srlm.steps.registry import ITERATION_STEPS, STEP_NAMES
 
-# Steps an orchestrated task can run. "sft" is the seed SFT (M0); "train" is the iteration's DPO; "checkpoints"
-# lists the run's registered checkpoints (the evaluate DAG maps over them).
-STEPS = ("sft", "prompts", "generate", "judge", "pairs", "train", "evaluate", "checkpoints")
-ITERATION_STEPS = ("prompts", "generate", "judge", "pairs", "train")
+# Steps an orchestrated task can run: every step of the registry (srlm.steps.registry). "sft" is the seed SFT
+# (M0); "dpo" is the iteration's training; "checkpoints" lists the run's registered checkpoints (the evaluate DAG
+# maps over them).
+STEPS = STEP_NAMES
+__all__ = ["ITERATION_STEPS", "STEPS", "StepSpec"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class StepSpec:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "step spec") -> "StepSpec":
+    def from_dict(cls, data: dict[str, Any], source: str = "step spec") -> StepSpec:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -77,11 +79,11 @@ class StepSpec:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "--spec") -> "StepSpec":
+    def from_json(cls, text: str, source: str = "--spec") -> StepSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+            raise ConfigError(f"{source}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
         return cls.from_dict(data, source)
 
     def command(self, python: str = "python") -> list[str]:

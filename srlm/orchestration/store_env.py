@@ -1,7 +1,6 @@
-"""Store credentials for jobs: the environment variables an S3 client reads, from a connection or this process.
+"""S3 credentials/endpoint as the environment variables an S3 client reads, and which of them are secret.
 
-The Airflow side maps the standard AWS connection (`aws_default`: login = access key id, password = secret key,
-extra = {"endpoint_url": …, "region_name": …, "aws_session_token": …}) through `env_from_aws_connection`; with no
+The orchestrator decides where the values come from (srlm_airflow maps Airflow's AWS connection); with no
 connection, `env_from_environment` forwards what the worker itself was started with. The result goes only into a
 job's environment (Ray runtime_env env_vars, a pod's env, a subprocess's env) and is never logged.
 """
@@ -9,7 +8,7 @@ job's environment (Ray runtime_env env_vars, a pod's env, a subprocess's env) an
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
 
 # What boto3 / pyarrow's S3 filesystem / srlm.store read, in the order a person would set them.
 STORE_ENV_VARS = (
@@ -22,24 +21,6 @@ STORE_ENV_VARS = (
     "AWS_DEFAULT_REGION",
 )
 SECRET_ENV_VARS = frozenset({"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
-
-
-def env_from_aws_connection(
-    login: str | None, password: str | None, extra: Mapping[str, Any] | None
-) -> dict[str, str]:
-    """Environment for the fields of an AWS connection; empty fields are left out (so a job's own defaults apply)."""
-    extra = dict(extra or {})
-    endpoint = extra.get("endpoint_url") or (extra.get("service_config", {}).get("s3", {}) or {}).get("endpoint_url")
-    region = extra.get("region_name") or extra.get("region")
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": login or extra.get("aws_access_key_id"),
-        "AWS_SECRET_ACCESS_KEY": password or extra.get("aws_secret_access_key"),
-        "AWS_SESSION_TOKEN": extra.get("aws_session_token"),
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-    }
-    return {key: str(value) for key, value in env.items() if value}
 
 
 def env_from_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

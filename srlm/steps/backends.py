@@ -8,12 +8,17 @@ first, so two engines never compete for the same memory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from srlm.config import BackendConfig
 from srlm.generation.base import GenerationBackend
+
+if TYPE_CHECKING:
+    from srlm.steps.context import StepCall, StepContext
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ class BackendPool:
         self.open_seconds = 0.0
 
     @classmethod
-    def serving(cls, backend: GenerationBackend) -> "BackendPool":
+    def serving(cls, backend: GenerationBackend) -> BackendPool:
         """A pool that serves an already-open backend for every model; its owner closes it (tests, notebooks)."""
         return cls(BackendConfig(), fixed=backend)
 
@@ -85,8 +90,31 @@ class BackendPool:
                 self._backend = None
                 self._key = None
 
-    def __enter__(self) -> "BackendPool":
+    def __enter__(self) -> BackendPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def new_backend_pool(ctx: StepContext, opener: BackendOpener | None = None) -> BackendPool:
+    """A pool opening ctx's configured backend (or `opener`'s) on models resolved to local directories."""
+    from srlm.steps.checkpoints import local_model_path
+
+    return BackendPool(
+        ctx.config.backend,
+        dtype=ctx.config.model.dtype,
+        resolve_path=lambda model: local_model_path(ctx, model),
+        opener=opener,
+        echo=ctx.echo,
+    )
+
+
+@contextlib.contextmanager
+def call_backends(ctx: StepContext, call: StepCall) -> Iterator[BackendPool]:
+    """The pool a step call generates with: the caller's shared one (left open), else a new one closed after."""
+    if call.backends is not None:
+        yield call.backends
+        return
+    with new_backend_pool(ctx) as pool:
+        yield pool

@@ -1,12 +1,15 @@
-"""Which model a step runs on: a registered checkpoint (M0, M1, …) or a model spec, and its local directory."""
+"""Which model a step runs on: a registered checkpoint (M0, M1, …) or a model spec, and its local directory; and
+the `checkpoints` step, which lists the run's registered checkpoints."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
-from srlm.errors import ModelError, StoreError
-from srlm.steps.context import StepContext
+from srlm.checkpoint_ids import checkpoint_id, looks_like_checkpoint_id
+from srlm.errors import ConfigError, ModelError, StoreError
+from srlm.steps.context import StepCall, StepContext, StepResult
 
 
 @dataclass(frozen=True)
@@ -26,11 +29,6 @@ class ModelRef:
         return {"label": self.label, "spec": self.spec, "fingerprint": self.fingerprint}
 
 
-def checkpoint_id(iteration: int) -> str:
-    """M0 is the seed SFT model; iteration t trains M_t."""
-    return f"M{iteration}"
-
-
 def registered_model(ctx: StepContext, checkpoint: str) -> ModelRef:
     """A checkpoint from the run's registry, or a clear error saying which step makes it."""
     from srlm.training.registry import get_checkpoint
@@ -44,7 +42,7 @@ def registered_model(ctx: StepContext, checkpoint: str) -> ModelRef:
 
 def model_from_spec(ctx: StepContext, spec: str) -> ModelRef:
     """A model named in config or on the command line: a registered id (M1), store URI, directory or alias."""
-    if _looks_like_checkpoint_id(spec):
+    if looks_like_checkpoint_id(spec):
         return registered_model(ctx, spec)
     from srlm.store import is_committed
 
@@ -53,6 +51,13 @@ def model_from_spec(ctx: StepContext, spec: str) -> ModelRef:
     except StoreError:  # not a usable store URI (an alias, a hub id): resolve_model decides
         committed = False
     return ModelRef(label=spec, spec=spec, fingerprint=_artifact_fingerprint(spec) if committed else spec)
+
+
+def call_model(ctx: StepContext, call: StepCall, configured: str | None = None) -> ModelRef:
+    """The model a step call runs on: the call's model, else the step's configured one (prompts.model,
+    judge.model), else the registered M_{t-1}."""
+    spec = call.model or configured
+    return model_from_spec(ctx, spec) if spec else registered_model(ctx, checkpoint_id(call.iteration - 1))
 
 
 def local_model_path(ctx: StepContext, model: ModelRef) -> str:
@@ -68,5 +73,34 @@ def _artifact_fingerprint(uri: str) -> str:
     return read_manifest(uri).sha256 or uri
 
 
-def _looks_like_checkpoint_id(spec: str) -> bool:
-    return len(spec) > 1 and spec[0] == "M" and spec[1:].split("-", 1)[0].isdigit() and "/" not in spec
+
+def run_step(ctx: StepContext, call: StepCall) -> StepResult:
+    """The `checkpoints` step: the run's registered checkpoints, optionally only those registered in
+    [options.registered_from, options.registered_to)."""
+    from srlm.training.registry import list_records
+
+    start = _instant(call.options.get("registered_from"), "registered_from")
+    end = _instant(call.options.get("registered_to"), "registered_to")
+    checkpoints = [
+        {
+            "checkpoint_id": record.checkpoint_id,
+            "iteration": int(record.iteration),
+            "uri": record.uri,
+            "final": bool(record.final),
+            "created_at": record.created_at.isoformat(),
+        }
+        for record in list_records(ctx.layout)
+        if (start is None or record.created_at >= start) and (end is None or record.created_at < end)
+    ]
+    ctx.echo(f"{len(checkpoints)} checkpoint(s) registered in run {ctx.layout.run!r} between {start} and {end}")
+    return StepResult(ctx.layout.registry, reused=None, outputs={"checkpoints": checkpoints})
+
+
+def _instant(value: Any, name: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"checkpoints: options.{name} {value!r} is not an ISO-8601 time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

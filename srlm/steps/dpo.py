@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from srlm.errors import DataError
 from srlm.steps.checkpoints import checkpoint_id, registered_model
-from srlm.steps.context import StepContext, StepResult
+from srlm.steps.context import StepCall, StepContext, StepResult
+from srlm.steps.registry import step
 from srlm.steps.reuse import fingerprint
-from srlm.steps.training import registered_and_current, train, training_summary
+from srlm.steps.training import current_checkpoint, train, training_summary
 from srlm.store import artifacts
 
 STEP = "dpo"
@@ -20,10 +21,10 @@ def train_iteration_model(
 
     parent = registered_model(ctx, checkpoint_id(iteration - 1))
     target = checkpoint_id(iteration)
-    pairs_uri = pairs_uri or ctx.layout.pairs(iteration)
+    pairs_uri = pairs_uri or step("pairs").output_uri(ctx.layout, iteration)
     pairs = int(artifacts.read_manifest(pairs_uri).total_rows or 0)
-    inputs = {"parent": parent.as_input(), "pairs": fingerprint(pairs_uri)}
-    record = registered_and_current(ctx, target, iteration, STEP, inputs, force=force)
+    producer = ctx.producer(STEP, iteration, inputs={"model": parent.as_input(), "pairs": fingerprint(pairs_uri)})
+    record = current_checkpoint(ctx, STEP, target, producer, force=force)
     if record is not None:
         return training_summary(ctx, STEP, iteration, record, 0.0, reused=True, rows={"pairs": pairs})
     if pairs == 0:
@@ -36,6 +37,12 @@ def train_iteration_model(
     retrain = force or get_checkpoint(ctx.layout, target) is not None
     record, seconds = train(
         ctx, kind=STEP, model_spec=parent.spec, data_uris=[pairs_uri], checkpoint=target, iteration=iteration,
-        parent_id=parent.label, inputs=inputs, force=retrain,
+        parent_id=parent.label, producer=producer, force=retrain,
     )
     return training_summary(ctx, STEP, iteration, record, seconds, reused=False, rows={"pairs": pairs})
+
+
+def run_step(ctx: StepContext, call: StepCall) -> StepResult:
+    """The `dpo` step as the CLI, `srlm iterate` and orchestrated tasks call it (always from the registered
+    M_{t-1}: the self-rewarding loop trains the model that made the data)."""
+    return train_iteration_model(ctx, call.iteration, pairs_uri=call.inputs.get("pairs"), force=call.force)

@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from srlm.errors import DataError
+from srlm.formatting import format_rate
 from srlm.generation.base import Sampling
-from srlm.steps.backends import BackendPool
-from srlm.steps.checkpoints import ModelRef
-from srlm.steps.context import StepContext, StepResult
+from srlm.steps.backends import BackendPool, call_backends
+from srlm.steps.checkpoints import ModelRef, call_model
+from srlm.steps.context import StepCall, StepContext, StepResult
+from srlm.steps.registry import step
 from srlm.steps.reuse import ShardRun, fingerprint, reuse_committed, run_sharded
-from srlm.steps.summary import StepSummary, format_rate, mean
+from srlm.steps.summary import StepSummary, mean
 from srlm.store import artifacts
 from srlm.store.schemas import schema
 
 STEP = "generate"
+
+
+def run_step(ctx: StepContext, call: StepCall) -> StepResult:
+    """The `generate` step as the CLI, `srlm iterate` and orchestrated tasks call it."""
+    with call_backends(ctx, call) as pool:
+        return generate_candidates(
+            ctx, call.iteration, model=call_model(ctx, call), backends=pool, prompts_uri=call.inputs.get("prompts"),
+            out_uri=call.out, force=call.force,
+        )
 
 
 def candidate_id(prompt_id: str, index: int) -> str:
@@ -40,12 +51,10 @@ def generate_candidates(
     if cfg.num_candidates < 2:
         raise DataError(f"generate.num_candidates: a preference pair needs at least 2 candidates, got {cfg.num_candidates}")
     prompts_uri = prompts_uri or ctx.layout.prompts(iteration)
-    out_uri = out_uri or ctx.layout.candidates(iteration)
-    producer = ctx.producer(
-        STEP, iteration, cfg, {"prompts": fingerprint(prompts_uri), "model": model.as_input()}
-    )
+    out_uri = out_uri or step(STEP).output_uri(ctx.layout, iteration)
+    producer = ctx.producer(STEP, iteration, inputs={"prompts": fingerprint(prompts_uri), "model": model.as_input()})
     start = time.perf_counter()
-    if reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo) is not None:
+    if reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo, label="candidates") is not None:
         return _finish(ctx, iteration, out_uri, ShardRun(), time.perf_counter() - start, reused=True)
 
     prompts = artifacts.read_table(prompts_uri, "prompts", columns=["prompt_id", "prompt"]).to_pylist()
@@ -84,18 +93,11 @@ def generate_candidates(
                 )
         return pa.Table.from_pylist(rows, schema=schema("candidates"))
 
-    run = run_sharded(
-        out_uri,
-        prompts,
-        cfg.shard_size,
-        schema_name="candidates",
-        key_column="prompt_id",
-        key_of=lambda p: p["prompt_id"],
-        make_shard=make_shard,
-        producer=producer,
-        what=STEP,
-    )
+    run = run_sharded(out_uri, prompts, cfg.shard_size, schema_name="candidates", key_column="prompt_id",
+                      make_shard=make_shard, producer=producer, what=STEP, force=force)  # fmt: skip
     return _finish(ctx, iteration, out_uri, run, time.perf_counter() - start, reused=False)
+
+
 
 
 def _finish(ctx: StepContext, iteration: int, uri: str, run: ShardRun, seconds: float, *, reused: bool) -> StepResult:

@@ -1,7 +1,8 @@
 """`iterate` (one self-rewarding iteration) and `run` (base model → M0 → M1 … M_K), both resumable.
 
-Iteration t: one generation backend on M_{t-1} serves prompt generation, candidates and judging (one engine start
-instead of three), and is closed before training so its memory is free; then pairs, then DPO → M_t. Every step
+Iteration t runs the registry's iteration steps in order (srlm.steps.registry.ITERATION_STEPS: prompts, generate,
+judge, pairs, dpo). One generation backend on M_{t-1} serves every generation step (one engine start instead of
+three), and is closed before the first step that is not one, so training finds its memory free. Every step
 reuses its committed output, so rerunning after a crash continues at the first step with missing work, and a
 completed iteration opens no backend at all.
 """
@@ -13,22 +14,14 @@ import time
 from dataclasses import dataclass, field
 
 from srlm.errors import ConfigError
-from srlm.steps.backends import BackendOpener, BackendPool
-from srlm.steps.checkpoints import ModelRef, checkpoint_id, local_model_path, model_from_spec, registered_model
-from srlm.steps.context import StepContext, StepResult
-from srlm.steps.dpo import train_iteration_model
-from srlm.steps.generate import generate_candidates
-from srlm.steps.judge import judge_candidates
-from srlm.steps.pairs import build_pairs
-from srlm.steps.prompts import generate_prompts
-from srlm.steps.seeds import seed_prompt_texts
+from srlm.formatting import format_duration
+from srlm.steps.backends import BackendOpener, new_backend_pool
+from srlm.steps.checkpoints import checkpoint_id, registered_model
+from srlm.steps.context import StepCall, StepContext, StepResult
+from srlm.steps.registry import GENERATION, ITERATION_STEPS, step
 from srlm.steps.sft import train_seed_model
-from srlm.steps.summary import format_duration
 
 log = logging.getLogger(__name__)
-
-ITERATION_STEPS = ("prompts", "generate", "judge", "pairs", "dpo")
-
 
 @dataclass
 class IterationResult:
@@ -59,17 +52,6 @@ def next_iteration(ctx: StepContext) -> int:
     return 1 if latest is None else latest.iteration + 1
 
 
-def new_backend_pool(ctx: StepContext, opener: BackendOpener | None = None) -> BackendPool:
-    """A pool opening ctx's configured backend (or `opener`'s) on models resolved to local directories."""
-    return BackendPool(
-        ctx.config.backend,
-        dtype=ctx.config.model.dtype,
-        resolve_path=lambda model: local_model_path(ctx, model),
-        opener=opener,
-        echo=ctx.echo,
-    )
-
-
 def iterate(
     ctx: StepContext,
     iteration: int | None = None,
@@ -89,27 +71,21 @@ def iterate(
         raise ConfigError(f"iteration: numbered from 1 (iteration t trains M_t from M_(t-1)), got {t}")
     start = time.perf_counter()
     parent = registered_model(ctx, checkpoint_id(t - 1))
-    prompt_model = _model_or(ctx, ctx.config.prompts.model, parent)
-    judge_model = _model_or(ctx, ctx.config.judge.model, parent)
     ctx.echo(f"== iteration {t}: {parent.label} → {checkpoint_id(t)} (run {ctx.layout.run!r}, {ctx.layout.run_uri})")
-
-    def forced(step: str) -> bool:
-        return force_from == step
 
     result = IterationResult(t, checkpoint_id(t), "")
     pool = new_backend_pool(ctx, opener)
     try:
-        result.steps["prompts"] = generate_prompts(
-            ctx, t, model=prompt_model, backends=pool, seeds=seed_prompt_texts(ctx), force=forced("prompts")
-        )
-        result.steps["generate"] = generate_candidates(ctx, t, model=parent, backends=pool, force=forced("generate"))
-        result.steps["judge"] = judge_candidates(ctx, t, model=judge_model, backends=pool, force=forced("judge"))
+        for name in ITERATION_STEPS:
+            definition = step(name)
+            if definition.resources != GENERATION:
+                pool.close()  # free the engine's memory before training (or CPU work) starts
+            call = StepCall(iteration=t, force=force_from == name, backends=pool)
+            result.steps[name] = definition.load_runner()(ctx, call)
     finally:
-        pool.close()  # free the engine's memory before training starts
+        pool.close()
     result.backend_starts = pool.opened
-    result.steps["pairs"] = build_pairs(ctx, t, force=forced("pairs"))
-    trained = train_iteration_model(ctx, t, force=forced("dpo"))
-    result.steps["dpo"] = trained
+    trained = result.steps[ITERATION_STEPS[-1]]  # an iteration ends with the step that trains M_t
     result.checkpoint_uri = trained.uri
     result.wall_seconds = time.perf_counter() - start
     ctx.echo(
@@ -143,7 +119,3 @@ def run(
     result = RunResult(seed, done, time.perf_counter() - start)
     ctx.echo(f"== run {ctx.layout.run!r} done in {format_duration(result.wall_seconds)}: {result.final_checkpoint_uri}")
     return result
-
-
-def _model_or(ctx: StepContext, spec: str | None, default: ModelRef) -> ModelRef:
-    return model_from_spec(ctx, spec) if spec else default

@@ -10,24 +10,36 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from srlm.errors import DataError
+from srlm.formatting import format_rate
 from srlm.generation.base import Sampling
 from srlm.judging.parse import parse_score
+from srlm.judging.scores import score_histogram
 from srlm.judging.template import load_template, render_judge_prompt
-from srlm.steps.backends import BackendPool
-from srlm.steps.checkpoints import ModelRef
-from srlm.steps.context import StepContext, StepResult
+from srlm.steps.backends import BackendPool, call_backends
+from srlm.steps.checkpoints import ModelRef, call_model
+from srlm.steps.context import StepCall, StepContext, StepResult
+from srlm.steps.registry import step
 from srlm.steps.reuse import ShardRun, fingerprint, reuse_committed, run_sharded
-from srlm.steps.summary import StepSummary, format_rate, score_histogram
+from srlm.steps.summary import StepSummary
 from srlm.store import artifacts
 from srlm.store.schemas import schema
 
 STEP = "judge"
+
+
+def run_step(ctx: StepContext, call: StepCall) -> StepResult:
+    """The `judge` step as the CLI, `srlm iterate` and orchestrated tasks call it (judge.model, else M_{t-1})."""
+    with call_backends(ctx, call) as pool:
+        return judge_candidates(
+            ctx, call.iteration, model=call_model(ctx, call, ctx.config.judge.model), backends=pool,
+            candidates_uri=call.inputs.get("candidates"), out_uri=call.out, force=call.force,
+        )
 
 
 def judge_request(template: str, prompt: str, response: str) -> list[dict[str, str]]:
@@ -51,11 +63,11 @@ def judge_candidates(
         raise DataError(f"judge.num_samples: must be at least 1, got {cfg.num_samples}")
     template = load_template(cfg.template)
     candidates_uri = candidates_uri or ctx.layout.candidates(iteration)
-    out_uri = out_uri or ctx.layout.judgments(iteration)
+    out_uri = out_uri or step(STEP).output_uri(ctx.layout, iteration)
     inputs = {"candidates": fingerprint(candidates_uri), "model": model.as_input(), "template": _digest(template)}
-    producer = ctx.producer(STEP, iteration, cfg, inputs)
+    producer = ctx.producer(STEP, iteration, inputs=inputs)
     start = time.perf_counter()
-    if reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo) is not None:
+    if reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo, label="judgments") is not None:
         return _finish(ctx, iteration, out_uri, ShardRun(), time.perf_counter() - start, reused=True)
 
     candidates = artifacts.read_table(
@@ -85,18 +97,11 @@ def judge_candidates(
                 )
         return pa.Table.from_pylist(rows, schema=schema("judgments"))
 
-    run = run_sharded(
-        out_uri,
-        candidates,
-        cfg.shard_size,
-        schema_name="judgments",
-        key_column="candidate_id",
-        key_of=lambda c: c["candidate_id"],
-        make_shard=make_shard,
-        producer=producer,
-        what=STEP,
-    )
+    run = run_sharded(out_uri, candidates, cfg.shard_size, schema_name="judgments", key_column="candidate_id",
+                      make_shard=make_shard, producer=producer, what=STEP, force=force)  # fmt: skip
     return _finish(ctx, iteration, out_uri, run, time.perf_counter() - start, reused=False)
+
+
 
 
 def _digest(text: str) -> dict[str, str]:

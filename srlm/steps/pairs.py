@@ -12,16 +12,19 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import pyarrow as pa
 
 from srlm.config import PairsConfig
 from srlm.errors import DataError
-from srlm.steps.context import StepContext, StepResult
+from srlm.formatting import format_rate
+from srlm.judging.scores import score_histogram
+from srlm.steps.context import StepCall, StepContext, StepResult
+from srlm.steps.registry import step
 from srlm.steps.reuse import fingerprint, reuse_committed
-from srlm.steps.summary import StepSummary, format_rate, mean, score_histogram
+from srlm.steps.summary import StepSummary, mean
 from srlm.store import artifacts
 from srlm.store.schemas import schema
 
@@ -133,9 +136,9 @@ def build_pairs(
         raise DataError("pairs.min_margin and pairs.length_control_tolerance must not be negative")
     candidates_uri = candidates_uri or ctx.layout.candidates(iteration)
     judgments_uri = judgments_uri or ctx.layout.judgments(iteration)
-    out_uri = out_uri or ctx.layout.pairs(iteration)
+    out_uri = out_uri or step(STEP).output_uri(ctx.layout, iteration)
     inputs = {"candidates": fingerprint(candidates_uri), "judgments": fingerprint(judgments_uri)}
-    producer = ctx.producer(STEP, iteration, cfg, inputs)
+    producer = ctx.producer(STEP, iteration, inputs=inputs)
     start = time.perf_counter()
     candidates = artifacts.read_table(candidates_uri, "candidates")
     judgments = artifacts.read_table(judgments_uri, "judgments", columns=["candidate_id", "score", "parse_ok"])
@@ -149,12 +152,21 @@ def build_pairs(
             drops[reason] += 1
         else:
             rows.append(pair_row(*pair))
-    reused = reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo) is not None
+    reused = reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo, label="pairs") is not None
     if not reused:
-        artifacts.write_table(out_uri, pa.Table.from_pylist(rows, schema=schema("pairs")), "pairs", producer=producer)
+        table = pa.Table.from_pylist(rows, schema=schema("pairs"))
+        artifacts.write_table(out_uri, table, "pairs", producer=producer, force=True)
     pairs = artifacts.read_table(out_uri, "pairs")
     summary = _summary(ctx, iteration, out_uri, pairs, by_prompt, drops, time.perf_counter() - start, reused)
     return StepResult(out_uri, summary, reused)
+
+
+def run_step(ctx: StepContext, call: StepCall) -> StepResult:
+    """The `pairs` step as the CLI, `srlm iterate` and orchestrated tasks call it."""
+    return build_pairs(
+        ctx, call.iteration, candidates_uri=call.inputs.get("candidates"), judgments_uri=call.inputs.get("judgments"),
+        out_uri=call.out, force=call.force,
+    )
 
 
 def _summary(

@@ -13,18 +13,20 @@ import math
 import random
 import time
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 
 from srlm.errors import ConfigError, DataError
+from srlm.formatting import format_rate
 from srlm.generation.base import Sampling
-from srlm.steps.backends import BackendPool
-from srlm.steps.checkpoints import ModelRef
-from srlm.steps.context import StepContext, StepResult
-from srlm.steps.reuse import reuse_committed
+from srlm.steps.backends import BackendPool, call_backends
+from srlm.steps.checkpoints import ModelRef, call_model
+from srlm.steps.context import StepCall, StepContext, StepResult
+from srlm.steps.registry import step
+from srlm.steps.reuse import drop_unlisted_shards, produced_with, reuse_committed, stale_reasons
 from srlm.steps.self_instruct import CLOSE_TAG, REASONS, PromptFilter, build_request, normalise, sample_shots
-from srlm.steps.summary import StepSummary, format_rate, mean
+from srlm.steps.summary import StepSummary, mean
 from srlm.store import artifacts
 from srlm.store.schemas import schema
 
@@ -35,6 +37,9 @@ STEP = "prompts"
 # one large batch keeps an engine busier than many small ones.
 OVERSAMPLE = 2
 MIN_REQUESTS_PER_ROUND = 8
+# How many prompts are wanted and how many rounds may run decide how many rounds there are, not what one round
+# produces: a resumed round is compared without them.
+ROUND_IGNORES = ("prompts.num_prompts", "prompts.max_rounds")
 
 
 def prompt_id(iteration: int, text: str) -> str:
@@ -73,13 +78,17 @@ def generate_prompts(
     seeds = [s.strip() for s in seeds if s and s.strip()]
     if not seeds:
         raise DataError("prompts: no seed prompts to show the model (seed IFT data is empty)")
-    out_uri = out_uri or ctx.layout.prompts(iteration)
+    out_uri = out_uri or step(STEP).output_uri(ctx.layout, iteration)
     seeds_digest = hashlib.sha256("\n\x00".join(seeds).encode("utf-8")).hexdigest()
     inputs = {"seeds": {"count": len(seeds), "sha256": seeds_digest}, "model": model.as_input()}
-    producer = ctx.producer(STEP, iteration, cfg, inputs)
+    producer = ctx.producer(STEP, iteration, inputs=inputs)
     start = time.perf_counter()
-    if reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo) is not None:
-        return _finish(ctx, iteration, out_uri, _stored_rounds(out_uri), time.perf_counter() - start, reused=True)
+    manifest = reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo, label="prompts")
+    if manifest is not None:
+        rounds = manifest.producer.get("rounds")
+        rounds = _stored_rounds(out_uri) if rounds is None else rounds
+        wanted = produced_with(manifest).get("prompts.num_prompts", cfg.num_prompts)
+        return _finish(ctx, iteration, out_uri, rounds, time.perf_counter() - start, reused=True, wanted=wanted)
 
     screen = PromptFilter(seeds, cfg.min_chars, cfg.max_chars, cfg.near_duplicate_threshold)
     rounds: list[dict] = []
@@ -92,7 +101,7 @@ def generate_prompts(
         if kept >= cfg.num_prompts:
             break
         target = artifacts.shard_uri(out_uri, round_index)
-        resumed = _resume_round(target, producer, screen)
+        resumed = None if force else _resume_round(target, producer, screen)
         if resumed is not None:
             table, stats = resumed
         else:
@@ -114,8 +123,22 @@ def generate_prompts(
             f"prompts: no usable prompt after {len(rounds)} round(s) of self-instruct with {model.label} "
             f"(rejected: {top}); raise prompts.max_new_tokens or prompts.max_rounds, or check the model"
         )
-    artifacts.commit_shards(out_uri, round_uris, "prompts", producer=producer)
-    return _finish(ctx, iteration, out_uri, rounds, time.perf_counter() - start, reused=False)
+    artifacts.commit_shards(out_uri, round_uris, "prompts", producer={**producer, "rounds": rounds}, force=True)
+    drop_unlisted_shards(out_uri, len(round_uris))
+    return _finish(ctx, iteration, out_uri, rounds, time.perf_counter() - start, reused=False, wanted=cfg.num_prompts)
+
+
+def run_step(ctx: StepContext, call: StepCall) -> StepResult:
+    """The `prompts` step as the CLI, `srlm iterate` and orchestrated tasks call it (prompts.model, else M_{t-1};
+    seeds from inputs["seeds"], else the run's seed IFT prompts)."""
+    from srlm.steps.seeds import seed_prompt_texts
+
+    model = call_model(ctx, call, ctx.config.prompts.model)
+    with call_backends(ctx, call) as pool:
+        return generate_prompts(
+            ctx, call.iteration, model=model, backends=pool, seeds=seed_prompt_texts(ctx, call.inputs.get("seeds")),
+            out_uri=call.out, force=call.force,
+        )
 
 
 def _run_round(
@@ -173,8 +196,7 @@ def _resume_round(target: str, producer: dict, screen: PromptFilter) -> tuple[pa
     if not artifacts.is_committed(target):
         return None
     manifest = artifacts.read_manifest(target)
-    recorded = manifest.producer or {}
-    if recorded.get("inputs") != producer["inputs"] or _round_params(recorded) != _round_params(producer):
+    if stale_reasons(manifest.producer, producer, ignore=ROUND_IGNORES) != []:
         return None  # made from other seeds, another model or other sampling/filter settings: redo the round
     table = artifacts.read_table(target, "prompts")
     for text in table.column("prompt").to_pylist():
@@ -184,16 +206,9 @@ def _resume_round(target: str, producer: dict, screen: PromptFilter) -> tuple[pa
     return table, stats
 
 
-def _round_params(producer: dict) -> dict:
-    """The settings that shape a round's prompts; how many are wanted or how many rounds may run do not."""
-    params = dict(producer.get("params") or {})
-    params.pop("num_prompts", None)
-    params.pop("max_rounds", None)
-    return params
-
-
 def _stored_rounds(uri: str) -> list[dict]:
-    """Round statistics of a committed prompts table, read back from its shards' producers."""
+    """Round statistics of a prompts table committed before they were kept in its producer, read back from its
+    shards' producers."""
     rounds = []
     for index in range(10_000):
         shard = artifacts.shard_uri(uri, index)
@@ -210,15 +225,17 @@ def _rejections(rounds: Sequence[dict]) -> Counter:
     return total
 
 
-def _finish(ctx: StepContext, iteration: int, uri: str, rounds: list[dict], seconds: float, *, reused: bool) -> StepResult:
+def _finish(
+    ctx: StepContext, iteration: int, uri: str, rounds: list[dict], seconds: float, *, reused: bool, wanted: int
+) -> StepResult:
+    """The summary; `wanted` is prompts.num_prompts as the output was produced with."""
     table = artifacts.read_table(uri, "prompts", columns=["prompt"])
     texts = table.column("prompt").to_pylist()
-    cfg = ctx.config.prompts
     requests = sum(r.get("requests", 0) for r in rounds)
     screened = requests - sum(r.get("surplus", 0) for r in rounds)
     rejected = _rejections(rounds)
     summary = StepSummary(STEP, iteration, uri, wall_seconds=seconds, reused=reused)
-    summary.add("rows", len(texts), "prompts kept", f"{len(texts):,} of {cfg.num_prompts:,} wanted")
+    summary.add("rows", len(texts), "prompts kept", f"{len(texts):,} of {wanted:,} wanted")
     summary.add("rounds", len(rounds))
     summary.add("acceptance_rate", len(texts) / screened if screened else 0.0, "acceptance",
                 format_rate(len(texts), screened) + " of screened completions")
@@ -228,7 +245,7 @@ def _finish(ctx: StepContext, iteration: int, uri: str, rounds: list[dict], seco
     tokens = sum(r.get("output_tokens", 0) for r in rounds)
     gen_seconds = sum(r.get("seconds", 0.0) for r in rounds)
     summary.add("tokens_per_second", tokens / gen_seconds if gen_seconds > 0 else math.nan, "tokens/s")
-    if len(texts) < cfg.num_prompts:
-        summary.note(f"only {len(texts)} of {cfg.num_prompts} prompts after {len(rounds)} rounds (prompts.max_rounds)")
+    if len(texts) < wanted:
+        summary.note(f"only {len(texts)} of {wanted} prompts after {len(rounds)} rounds (prompts.max_rounds)")
     ctx.save_summary(summary)
     return StepResult(uri, summary, reused)

@@ -41,7 +41,7 @@ def _materialise(ctx: StepContext, kind: str, source_uri: str | None, limit: int
         return target
     source: dict[str, Any] = fingerprint(source_uri) if source_uri else {"shipped": _shipped_digest(kind)}
     # The limit decides the content like the source does, so both are inputs: changing either rewrites the copy.
-    producer = {"step": "seed_data", "inputs": {"source": source, "limit": limit}, "config": None}
+    producer = ctx.producer("seed_data", 0, inputs={"source": source, "limit": limit})
     if reuse_committed(target, producer, force=False, what=f"seed {kind}", echo=ctx.echo) is not None:
         return target
     table = artifacts.read_table(source_uri, "sft_examples") if source_uri else _shipped_table(kind)

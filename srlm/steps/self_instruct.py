@@ -11,8 +11,8 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 INSTRUCTION = (
     "Come up with a series of tasks and questions. Only the task/question, no further text/explanation, "

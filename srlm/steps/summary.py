@@ -1,11 +1,17 @@
-"""The one-screen summary every step prints and stores beside its artifacts (summary.json + summary.txt)."""
+"""The one-screen summary every step prints and stores beside its artifacts (summary.json + summary.txt).
+
+Numbers are written by srlm.formatting and score histograms binned by srlm.judging.scores (their one homes), so a
+summary reads like the report and the monitors.
+"""
 
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
+
+from srlm.formatting import format_duration, format_value
 
 BAR_WIDTH = 30
 LABEL_WIDTH = 20
@@ -64,53 +70,12 @@ def _row(label: str, text: str) -> str:
     return "\n".join(out)
 
 
-def format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n/a"
-        digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
-        text = f"{value:,.{digits}f}"
-        return text.rstrip("0").rstrip(".") if "." in text else text
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def format_rate(numerator: int, denominator: int) -> str:
-    if denominator == 0:
-        return "n/a (0 rows)"
-    return f"{100.0 * numerator / denominator:.1f}% ({numerator:,}/{denominator:,})"
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
-
-
 def histogram_lines(counts: Mapping[str, int]) -> list[str]:
     if not counts:
         return ["(empty)"]
     peak = max(counts.values()) or 1
     width = max(len(str(k)) for k in counts)
     return [f"{str(k):>{width}} {'█' * max(1 if v else 0, round(BAR_WIDTH * v / peak)):<{BAR_WIDTH}} {v:,}" for k, v in counts.items()]
-
-
-def score_histogram(scores: Iterable[float], bins: Iterable[float] = (0, 1, 2, 3, 4, 5)) -> dict[str, int]:
-    """Counts per integer score; fractional scores (from averaging or a judge writing 3.5) go to their floor bin."""
-    labels = [str(int(b)) for b in bins]
-    counts = {label: 0 for label in labels}
-    for score in scores:
-        if score is None or (isinstance(score, float) and math.isnan(score)):
-            continue
-        label = str(int(min(max(math.floor(score), 0), 5)))
-        counts[label] = counts.get(label, 0) + 1
-    return counts
 
 
 def mean(values: Iterable[float | int | None]) -> float:

@@ -1,49 +1,39 @@
 """What the sft and dpo steps share: building a training job spec, reuse of a registered checkpoint, the summary.
 
 Training always runs in its own process (srlm.training.launch), so the caller never holds torch state and an
-out-of-memory in training cannot take an iteration's driver down. Which data a registered checkpoint was trained
-on is recorded (as manifest fingerprints) in the step's summary; a checkpoint whose data has been recomputed
-since is trained again rather than silently reused.
+out-of-memory in training cannot take an iteration's driver down. The step's producer (inputs' fingerprints,
+training hyperparameters) travels with the job into the checkpoint's manifest, and the registry record keeps the
+section it was trained with; a registered checkpoint is reused only while that producer matches (srlm.steps.reuse),
+so a changed dpo.beta or new pairs train it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from typing import Any
 
+from srlm.formatting import format_value
 from srlm.steps.context import StepContext, StepResult
+from srlm.steps.reuse import reuse_committed
 from srlm.steps.summary import StepSummary
 from srlm.store import artifacts
-from srlm.store.uri import join_uri
 
 log = logging.getLogger(__name__)
 
 
-def lineage_uri(ctx: StepContext, iteration: int, step: str) -> str:
-    return join_uri(ctx.layout.summary(iteration, step), "inputs.json")
-
-
-def registered_and_current(
-    ctx: StepContext, checkpoint: str, iteration: int, step: str, inputs: dict[str, Any], *, force: bool
+def current_checkpoint(
+    ctx: StepContext, step: str, checkpoint: str, producer: dict[str, Any], *, force: bool
 ) -> Any | None:
-    """The registered final checkpoint if it can be reused: not forced and trained on these very inputs."""
+    """The registered final checkpoint if it can be reused: not forced and produced by this very producer."""
     from srlm.training.registry import get_checkpoint
 
-    if force:
-        return None
     record = get_checkpoint(ctx.layout, checkpoint)
     if record is None or not record.final or not artifacts.is_committed(record.uri):
         return None
-    lineage = lineage_uri(ctx, iteration, step)
-    if artifacts.exists(lineage):
-        recorded = json.loads(artifacts.read_text(lineage))
-        if recorded != inputs:
-            changed = sorted(k for k in set(recorded) | set(inputs) if recorded.get(k) != inputs.get(k))
-            ctx.echo(f"{step}: {checkpoint} was trained on other {', '.join(changed)}; training it again")
-            return None
+    if reuse_committed(record.uri, producer, force=force, what=step, echo=ctx.echo, label=checkpoint) is None:
+        return None
     return record
 
 
@@ -56,10 +46,10 @@ def train(
     checkpoint: str,
     iteration: int,
     parent_id: str | None,
-    inputs: dict[str, Any],
+    producer: dict[str, Any],
     force: bool,
 ) -> tuple[Any, float]:
-    """Run one training job in its own process; record its inputs; return (registry record, seconds)."""
+    """Run one training job in its own process; return (registry record, seconds)."""
     from srlm.training.launch import TrainingJobSpec, run_training_job
 
     section = getattr(ctx.config, kind)
@@ -76,27 +66,45 @@ def train(
         ref_model=None,  # DPO's reference is the input model M_{t-1}, as in the paper
         store=dataclasses.asdict(ctx.config.store),
         model_cache_dir=ctx.config.model.cache_dir,
+        producer=producer,
     )
     ctx.echo(f"{kind}: training {checkpoint} from {parent_id or model_spec} in a separate process")
     start = time.perf_counter()
     record = run_training_job(spec, section.num_processes, force=force)
-    seconds = time.perf_counter() - start
-    artifacts.write_text(lineage_uri(ctx, iteration, kind), json.dumps(inputs, sort_keys=True))
-    return record, seconds
+    return record, time.perf_counter() - start
 
 
 def training_summary(
     ctx: StepContext, step: str, iteration: int, record: Any, seconds: float, *, reused: bool, rows: dict[str, int]
 ) -> StepResult:
+    """The summary of a trained or reused checkpoint, with the hyperparameters it was trained with (the registry
+    record's section, not the current config's)."""
     summary = StepSummary(step, iteration, record.uri, wall_seconds=seconds, reused=reused)
     summary.add("checkpoint", record.checkpoint_id, text=f"{record.checkpoint_id} (from {record.parent_id or 'base'})")
     for name, count in rows.items():
         summary.add(name, count)
     if record.step is not None:
         summary.add("optimizer_steps", int(record.step), "optimizer steps")
-    section = getattr(ctx.config, step)
-    summary.add("learning_rate", section.learning_rate, "learning rate",
-                f"{section.learning_rate:g} → {section.final_learning_rate:g} ({section.lr_schedule})")
-    summary.add("epochs", section.num_train_epochs)
+    trained = trained_with(record)
+    peak, final, schedule = (trained.get(k) for k in ("learning_rate", "final_learning_rate", "lr_schedule"))
+    summary.add("learning_rate", peak, "learning rate", f"{_lr(peak)} → {_lr(final)} ({schedule or 'n/a'})")
+    epochs = trained.get("num_train_epochs")
+    summary.add("epochs", epochs, text=None if epochs is not None else "n/a")
+    if step == "dpo":
+        summary.add("beta", trained.get("beta"), "β", None if trained.get("beta") is not None else "n/a")
     ctx.save_summary(summary)
-    return StepResult(record.uri, summary, reused)
+    return StepResult(record.uri, summary, reused, outputs={"checkpoint_id": record.checkpoint_id})
+
+
+def trained_with(record: Any) -> dict[str, Any]:
+    """The training section a registered checkpoint was trained with ({} for one registered by hand)."""
+    try:
+        return dict(record.config or {})
+    except ValueError:  # unreadable config_json: report nothing rather than the current config
+        return {}
+
+
+def _lr(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:g}" if isinstance(value, (int, float)) else format_value(value)

@@ -47,7 +47,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,12 +58,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from srlm.errors import SrlmError, StoreError, UncommittedArtifactError
+from srlm.host import process_alive
 from srlm.store import schemas
 from srlm.store.conform import TableLike, conform_table
 from srlm.store.filesystems import configure_store, filesystem_for
 from srlm.store.manifest import MANIFEST_NAME, Manifest, ManifestFile
 from srlm.store.uri import check_uri, is_local, join_uri, relative_to
-from srlm.version import code_version
 
 __all__ = [
     "ATTEMPTS_DIR",
@@ -114,13 +114,13 @@ def read_manifest(uri: str) -> Manifest:
     try:
         with fs.open_input_stream(f"{path}/{MANIFEST_NAME}") as stream:
             raw = stream.read()
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
         raise UncommittedArtifactError(
             f"{uri}: not committed (no {MANIFEST_NAME} manifest: never written, still being written, or its writer "
             "crashed)"
-        ) from None
+        ) from exc
     except (OSError, pa.ArrowException) as exc:
-        raise StoreError(f"{uri}: cannot read {MANIFEST_NAME}: {_first_line(exc)}") from None
+        raise StoreError(f"{uri}: cannot read {MANIFEST_NAME}: {_first_line(exc)}") from exc
     return Manifest.from_json(raw, uri)
 
 
@@ -174,10 +174,10 @@ def read_text(uri: str) -> str:
     try:
         with fs.open_input_stream(path) as stream:
             return stream.read().decode("utf-8")
-    except FileNotFoundError:
-        raise StoreError(f"{uri}: not found") from None
+    except FileNotFoundError as exc:
+        raise StoreError(f"{uri}: not found") from exc
     except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
-        raise StoreError(f"{uri}: cannot read: {_first_line(exc)}") from None
+        raise StoreError(f"{uri}: cannot read: {_first_line(exc)}") from exc
 
 
 def exists(uri: str) -> bool:
@@ -295,16 +295,7 @@ def write_table(
             with _object_writer(join_uri(uri, rel)) as sink:
                 pq.write_table(part, sink, compression=_PARQUET_COMPRESSION)
             files.append(ManifestFile(path=rel, bytes=sink.bytes, sha256=sink.sha256, rows=part.num_rows))
-    manifest = Manifest(
-        kind="table",
-        schema_name=schema_name,
-        schema_version=schemas.SCHEMA_VERSION,
-        files=tuple(files),
-        created_at=_now(),
-        producer=_producer(producer),
-        attempt_id=attempt,
-        total_rows=data.num_rows,
-    )
+    manifest = Manifest.new_table(schema_name, schemas.SCHEMA_VERSION, files, producer=producer, attempt_id=attempt)
     return _commit(uri, manifest, force=force)
 
 
@@ -342,15 +333,7 @@ def write_directory(
 
     with _io_errors(uri, "write directory"):
         files = _run_parallel(upload, sources)
-    manifest = Manifest(
-        kind="directory",
-        schema_name=kind,
-        schema_version=None,
-        files=tuple(files),
-        created_at=_now(),
-        producer=_producer(producer),
-        attempt_id=attempt,
-    )
+    manifest = Manifest.new_directory(kind, files, producer=producer, attempt_id=attempt)
     return _commit(uri, manifest, force=force)
 
 
@@ -388,16 +371,7 @@ def commit_shards(
             )
         prefix = relative_to(shard, uri)
         files += [dataclasses.replace(f, path=f"{prefix}/{f.path}") for f in shard_manifest.files]
-    manifest = Manifest(
-        kind="table",
-        schema_name=schema_name,
-        schema_version=schemas.SCHEMA_VERSION,
-        files=tuple(files),
-        created_at=_now(),
-        producer=_producer(producer),
-        attempt_id=None,
-        total_rows=sum(f.rows or 0 for f in files),
-    )
+    manifest = Manifest.new_table(schema_name, schemas.SCHEMA_VERSION, files, producer=producer, attempt_id=None)
     return _commit(uri, manifest, force=force)
 
 
@@ -493,7 +467,7 @@ def _write_atomic(uri: str, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(temp)
-        raise StoreError(f"{uri}: cannot write: {_first_line(exc)}") from None
+        raise StoreError(f"{uri}: cannot write: {_first_line(exc)}") from exc
     _fsync_dir(directory)
 
 
@@ -563,8 +537,8 @@ def _copy_verified(fs: Any, path: str, out: BinaryIO | _BytesSink | None, entry:
                 size += len(chunk)
                 if out is not None:
                     out.write(chunk)
-    except FileNotFoundError:
-        raise StoreError(f"{uri}: listed file {entry.path} is missing; the artifact is damaged") from None
+    except FileNotFoundError as exc:
+        raise StoreError(f"{uri}: listed file {entry.path} is missing; the artifact is damaged") from exc
     if size != entry.bytes or digest.hexdigest() != entry.sha256:
         raise StoreError(f"{uri}: {entry.path} does not match its manifest checksum; the artifact is damaged")
 
@@ -593,18 +567,8 @@ def _remove_dead_partials(target: Path) -> None:
     for partial in target.parent.glob(f".{target.name}{_PARTIAL}*"):
         host, _, rest = partial.name.rpartition(_PARTIAL)[2].partition("-")
         pid = rest.split("-", 1)[0]
-        if host == _HOST and pid.isdigit() and not _process_alive(int(pid)):
+        if host == _HOST and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 def _run_parallel(fn: Any, items: Sequence[Any]) -> list[Any]:
@@ -623,37 +587,16 @@ def _row_slices(table: pa.Table, rows_per_file: int | None) -> Iterator[pa.Table
         yield table.slice(offset, rows_per_file)
 
 
-def _producer(producer: Any) -> dict[str, Any]:
-    """{"config": …, "code_version": …} plus any other keys a mapping producer carries."""
-    if producer is None:
-        out: dict[str, Any] = {"config": None}
-    elif hasattr(producer, "to_dict"):
-        out = {"config": producer.to_dict()}
-    elif dataclasses.is_dataclass(producer) and not isinstance(producer, type):
-        out = {"config": dataclasses.asdict(producer)}
-    elif isinstance(producer, Mapping):
-        out = dict(producer)
-        out.setdefault("config", None)
-    else:
-        raise StoreError(f"producer must be a config or a mapping, got {type(producer).__name__}")
-    out.setdefault("code_version", code_version())
-    return out
-
-
 def _schema(name: str, uri: str) -> pa.Schema:
     try:
         return schemas.schema(name)
     except KeyError as exc:
-        raise StoreError(f"{uri}: {exc.args[0]}") from None
+        raise StoreError(f"{uri}: {exc.args[0]}") from exc
 
 
 def _new_attempt_id() -> str:
     """Sortable by start time, unique across concurrent writers."""
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _fsync_dir(directory: str) -> None:

@@ -44,7 +44,7 @@ def conform_table(data: TableLike, schema_name: str) -> pa.Table:
                 raise StoreError(
                     f"schema {schema_name!r}: column {fld.name!r} has type {column.type}, "
                     f"which cannot be cast to {fld.type} ({_first_line(exc)})"
-                ) from None
+                ) from exc
         if not fld.nullable and column.null_count:
             raise StoreError(
                 f"schema {schema_name!r}: column {fld.name!r} is required but has {column.null_count} null value(s)"
@@ -74,7 +74,7 @@ def _target_schema(schema_name: str) -> pa.Schema:
     try:
         return schemas.schema(schema_name)
     except KeyError as exc:
-        raise StoreError(str(exc.args[0])) from None
+        raise StoreError(str(exc.args[0])) from exc
 
 
 def _as_table(data: TableLike, target: pa.Schema, schema_name: str) -> pa.Table:
@@ -105,11 +105,11 @@ def _as_array(name: str, values: list[Any], target: pa.Schema, schema_name: str)
             raise StoreError(
                 f"schema {schema_name!r}: column {name!r} has a value that is not {target.field(index).type} "
                 f"({_first_line(exc)})"
-            ) from None
+            ) from exc
     try:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-        raise StoreError(f"schema {schema_name!r}: column {name!r}: {_first_line(exc)}") from None
+        raise StoreError(f"schema {schema_name!r}: column {name!r}: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from srlm.errors import StoreError
+from srlm.version import code_version
 
 MANIFEST_NAME = "_SUCCESS"
 MANIFEST_FORMAT = 1
@@ -47,6 +50,44 @@ class Manifest:
     uri: str | None = field(default=None, compare=False)
     sha256: str | None = field(default=None, compare=False)  # of the manifest bytes: the artifact's identity
 
+    @classmethod
+    def new_table(
+        cls,
+        schema_name: str,
+        schema_version: int,
+        files: Iterable[ManifestFile],
+        *,
+        producer: Any,
+        attempt_id: str | None,
+    ) -> Manifest:
+        """The manifest that commits Parquet `files` of one table schema, created now; total_rows is their sum."""
+        files = tuple(files)
+        return cls(
+            kind="table",
+            schema_name=schema_name,
+            schema_version=schema_version,
+            files=files,
+            created_at=utc_timestamp(),
+            producer=producer_record(producer),
+            attempt_id=attempt_id,
+            total_rows=sum(f.rows or 0 for f in files),
+        )
+
+    @classmethod
+    def new_directory(
+        cls, content_kind: str, files: Iterable[ManifestFile], *, producer: Any, attempt_id: str
+    ) -> Manifest:
+        """The manifest that commits a directory of arbitrary files (`content_kind`: e.g. "checkpoint")."""
+        return cls(
+            kind="directory",
+            schema_name=content_kind,
+            schema_version=None,
+            files=tuple(files),
+            created_at=utc_timestamp(),
+            producer=producer_record(producer),
+            attempt_id=attempt_id,
+        )
+
     @property
     def total_bytes(self) -> int:
         return sum(f.bytes for f in self.files)
@@ -77,10 +118,35 @@ class Manifest:
         except StoreError:
             raise
         except (ValueError, TypeError, KeyError) as exc:
-            raise StoreError(f"{uri}/{MANIFEST_NAME}: unreadable manifest ({exc})") from None
+            raise StoreError(f"{uri}/{MANIFEST_NAME}: unreadable manifest ({exc})") from exc
         if manifest.kind not in KINDS:
             raise StoreError(f"{uri}/{MANIFEST_NAME}: unknown artifact kind {manifest.kind!r}")
         return manifest
+
+
+def producer_record(producer: Any) -> dict[str, Any]:
+    """What a manifest records as its producer: {"config": …, "code_version": …} plus any other keys a mapping
+    producer carries. `producer` is None, a config (to_dict(), a pydantic model or a dataclass) or a mapping."""
+    if producer is None:
+        out: dict[str, Any] = {"config": None}
+    elif hasattr(producer, "to_dict"):
+        out = {"config": producer.to_dict()}
+    elif hasattr(producer, "model_dump"):
+        out = {"config": producer.model_dump(mode="json")}
+    elif dataclasses.is_dataclass(producer) and not isinstance(producer, type):
+        out = {"config": dataclasses.asdict(producer)}
+    elif isinstance(producer, Mapping):
+        out = dict(producer)
+        out.setdefault("config", None)
+    else:
+        raise StoreError(f"producer must be a config or a mapping, got {type(producer).__name__}")
+    out.setdefault("code_version", code_version())
+    return out
+
+
+def utc_timestamp() -> str:
+    """Now, as a manifest records it: ISO 8601 in UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _sha256(data: bytes) -> str:

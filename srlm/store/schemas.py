@@ -140,5 +140,5 @@ SCHEMAS: dict[str, pa.Schema] = {
 def schema(name: str) -> pa.Schema:
     try:
         return SCHEMAS[name]
-    except KeyError:
-        raise KeyError(f"unknown schema {name!r}; known: {', '.join(sorted(SCHEMAS))}") from None
+    except KeyError as exc:
+        raise KeyError(f"unknown schema {name!r}; known: {', '.join(sorted(SCHEMAS))}") from exc

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import typing
 from typing import Any
 
+from srlm.config import MixedPrecision
 from srlm.errors import ConfigError
+from srlm.training.checkpoints import CheckpointHook, export_callback
+from srlm.training.modeling import load_for_training, load_tokenizer
+from srlm.training.schedule import PeakToFinalLRMixin, check_schedule
 
 
 def world_size() -> int:
@@ -26,7 +31,7 @@ def batch_arithmetic(batch_size: int, per_device_batch_size: int, processes: int
     return per_device, batch_size // (per_device * processes)
 
 
-MIXED_PRECISION = ("auto", "bf16", "no")
+MIXED_PRECISION = typing.get_args(MixedPrecision)  # the choices live on the config field
 
 
 def use_bf16(mixed_precision: str, section: str) -> bool:
@@ -45,7 +50,7 @@ def use_bf16(mixed_precision: str, section: str) -> bool:
 
 
 def common_trainer_kwargs(cfg: Any, output_dir: str, section: str, max_steps: int | None) -> dict[str, Any]:
-    """TrainingArguments fields derived from an srlm SFTConfig/DPOConfig section."""
+    """TrainingArguments fields derived from an srlm SFTTrainingConfig/DPOTrainingConfig section."""
     per_device, accumulation = batch_arithmetic(cfg.batch_size, cfg.per_device_batch_size, world_size(), section)
     if cfg.save_steps < 1:
         raise ConfigError(f"{section}.save_steps: must be at least 1, got {cfg.save_steps}")
@@ -83,4 +88,35 @@ def common_trainer_kwargs(cfg: Any, output_dir: str, section: str, max_steps: in
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=True,
         push_to_hub=False,
+    )
+
+
+def load_for_trainer(model_path: str, cfg: Any, section: str) -> tuple[Any, Any, dict[str, Any]]:
+    """(tokenizer, model, restore_config) for training `model_path` under an sft/dpo section, after checking its
+    learning-rate schedule (a bad schedule fails before the model is loaded)."""
+    check_schedule(cfg.lr_schedule, cfg.learning_rate, cfg.final_learning_rate, section)
+    tokenizer = load_tokenizer(model_path)
+    model, restore_config = load_for_training(model_path, cfg.dropout)
+    return tokenizer, model, restore_config
+
+
+def make_trainer(
+    trl_trainer: type,
+    cfg: Any,
+    *,
+    tokenizer: Any,
+    restore_config: dict[str, Any],
+    on_checkpoint: CheckpointHook | None,
+    **trainer_kwargs: Any,
+) -> Any:
+    """A TRL trainer of class `trl_trainer` with srlm's peak-to-final learning-rate schedule and its intermediate
+    checkpoint export (every cfg.save_steps steps, handed to `on_checkpoint`); `trainer_kwargs` are the rest
+    (model, args, datasets, peft_config, …)."""
+    trainer_class = type(f"Srlm{trl_trainer.__name__}", (PeakToFinalLRMixin, trl_trainer), {})
+    return trainer_class(
+        processing_class=tokenizer,
+        callbacks=[export_callback(tokenizer, restore_config, cfg.save_steps, on_checkpoint)],
+        final_learning_rate=cfg.final_learning_rate,
+        lr_schedule=cfg.lr_schedule,
+        **trainer_kwargs,
     )

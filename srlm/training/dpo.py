@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
-from srlm.config import DPOConfig
-from srlm.training.checkpoints import CheckpointHook, export_callback, train_and_save
-from srlm.training.common import common_trainer_kwargs
+from srlm.config import DPOTrainingConfig
+from srlm.training.checkpoints import CheckpointHook, train_and_save
+from srlm.training.common import common_trainer_kwargs, load_for_trainer, make_trainer
 from srlm.training.data import dpo_dataset
-from srlm.training.modeling import load_for_training, load_reference, load_tokenizer, peft_config
-from srlm.training.schedule import PeakToFinalLRMixin, check_schedule
+from srlm.training.modeling import load_reference, peft_config
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +26,17 @@ def build_dpo_trainer(
     model_path: str,
     pairs_uri: str,
     output_dir: str | Path,
-    cfg: DPOConfig,
+    cfg: DPOTrainingConfig,
     *,
     ref_model_path: str | None = None,
     on_checkpoint: CheckpointHook | None = None,
     max_steps: int | None = None,
 ):
     """The configured TRL DPOTrainer and the config values to restore on save (used by train_dpo and tests)."""
-    from trl import DPOConfig as TRLDPOConfig
-    from trl import DPOTrainer
+    from trl import DPOConfig as TRLDPOConfig, DPOTrainer
 
-    class SrlmDPOTrainer(PeakToFinalLRMixin, DPOTrainer):
-        pass
-
-    check_schedule(cfg.lr_schedule, cfg.learning_rate, cfg.final_learning_rate, "dpo")
     dataset = dpo_dataset(pairs_uri)
-    tokenizer = load_tokenizer(model_path)
-    model, restore_config = load_for_training(model_path, cfg.dropout)
+    tokenizer, model, restore_config = load_for_trainer(model_path, cfg, "dpo")
     lora = peft_config(cfg.lora)
     precompute = cfg.precompute_ref_log_probs
     if lora is not None and cfg.dropout > 0 and not precompute:
@@ -58,40 +52,25 @@ def build_dpo_trainer(
         disable_dropout=cfg.dropout == 0,
         dataset_num_proc=None,
     )
-    trainer = SrlmDPOTrainer(
+    trainer = make_trainer(
+        DPOTrainer,
+        cfg,
+        tokenizer=tokenizer,
+        restore_config=restore_config,
+        on_checkpoint=on_checkpoint,
         model=model,
         ref_model=ref_model,
         args=args,
         train_dataset=dataset,
-        processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[export_callback(tokenizer, restore_config, cfg.save_steps, on_checkpoint)],
-        final_learning_rate=cfg.final_learning_rate,
-        lr_schedule=cfg.lr_schedule,
     )
     return trainer, restore_config
 
 
-def train_dpo(
-    model_path: str,
-    pairs_uri: str,
-    output_dir: str | Path,
-    cfg: DPOConfig,
-    *,
-    ref_model_path: str | None = None,
-    on_checkpoint: CheckpointHook | None = None,
-    max_steps: int | None = None,
-) -> Path:
+def train_dpo(model_path: str, pairs_uri: str, output_dir: str | Path, cfg: DPOTrainingConfig, **options: Any) -> Path:
     """DPO-train `model_path` on the pairs table at `pairs_uri`; return the final checkpoint directory
-    (<output_dir>/final, LoRA merged). Intermediate checkpoints go to <output_dir>/steps/ and to `on_checkpoint`.
-    `max_steps` caps optimizer steps; None trains cfg.num_train_epochs."""
-    trainer, restore_config = build_dpo_trainer(
-        model_path,
-        pairs_uri,
-        output_dir,
-        cfg,
-        ref_model_path=ref_model_path,
-        on_checkpoint=on_checkpoint,
-        max_steps=max_steps,
-    )
+    (<output_dir>/final, LoRA merged). `options` are build_dpo_trainer's: ref_model_path, on_checkpoint
+    (intermediate checkpoints also go to <output_dir>/steps/), max_steps (caps optimizer steps; None trains
+    cfg.num_train_epochs)."""
+    trainer, restore_config = build_dpo_trainer(model_path, pairs_uri, output_dir, cfg, **options)
     return train_and_save(trainer, restore_config, output_dir)

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srlm.checkpoint_ids import step_checkpoint_id
 from srlm.errors import ConfigError, SrlmError
+from srlm.json_objects import check_fields, load_json_object
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ class TrainingJobSpec:
     iteration: int = field(metadata={"help": "Iteration the checkpoint belongs to (0 for the seed SFT)."})
     parent_id: str | None = field(default=None, metadata={"help": "Registered id of the input model, if any."})
     config: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "The sft or dpo config section (srlm.config.SFTConfig/DPOConfig)."}
+        default_factory=dict,
+        metadata={"help": "The sft or dpo config section (srlm.config.SFTTrainingConfig / DPOTrainingConfig)."},
     )
     ref_model: str | None = field(default=None, metadata={"help": "dpo: reference model (default: the input model)."})
     store: dict[str, Any] = field(
@@ -64,6 +67,11 @@ class TrainingJobSpec:
         default=None, metadata={"help": "Local scratch directory shared by all ranks (default: a temp dir)."}
     )
     max_steps: int | None = field(default=None, metadata={"help": "Cap on optimizer steps (smoke runs)."})
+    producer: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "The asking step's producer (srlm.steps.reuse), kept in the checkpoint's manifest: its "
+                  "fingerprint decides when the checkpoint is stale."},
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,31 +93,27 @@ class TrainingJobSpec:
     def output_uri(self) -> str:
         return self.layout.model(self.checkpoint_id)
 
-    def section(self):
-        """The typed sft/dpo config section (unknown keys are errors, as in YAML)."""
+    def validated_config(self):
+        """The store settings and the sft/dpo section as one validated SRLMConfig: the same rules as a YAML config
+        (unknown keys, ranges, batch divisibility), checked before any model or data is touched."""
         from srlm.config import config_from_dict
 
-        return getattr(config_from_dict({self.kind: dict(self.config)}, "training job spec"), self.kind)
+        return config_from_dict({"store": dict(self.store), self.kind: dict(self.config)}, "training job spec")
+
+    def section(self):
+        """The typed, validated sft/dpo config section."""
+        return getattr(self.validated_config(), self.kind)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, source: str = "spec") -> TrainingJobSpec:
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a JSON object")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        data = check_fields(load_json_object(text, source), cls, source)
         try:
             return cls(**data)
         except TypeError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{source}: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------------------ in the job process
@@ -118,12 +122,12 @@ class TrainingJobSpec:
 def execute(spec: TrainingJobSpec, *, force: bool = False):
     """Train and register `spec`'s checkpoint in this process (all ranks call it); returns the registry record on
     rank 0 (None elsewhere)."""
-    from srlm.config import StoreConfig
     from srlm.store import configure_store
     from srlm.training.registry import get_checkpoint
 
-    configure_store(StoreConfig(**spec.store))
-    cfg = spec.section()
+    config = spec.validated_config()
+    configure_store(config.store)
+    cfg = getattr(config, spec.kind)
     layout = spec.layout
     if not force and _finished(spec):
         log.info("%s is already trained and registered; nothing to do", spec.checkpoint_id)
@@ -182,7 +186,7 @@ def _train(spec: TrainingJobSpec, cfg: Any, output_dir: Path, *, force: bool) ->
     model_path = resolve_model(spec.model, spec.model_cache_dir)
 
     def on_checkpoint(step: int, directory: Path) -> None:
-        checkpoint_id = f"{spec.checkpoint_id}-step{step}"
+        checkpoint_id = step_checkpoint_id(spec.checkpoint_id, step)
         _commit_and_register(spec, directory, step=step, final=False, checkpoint_id=checkpoint_id, force=force)
         shutil.rmtree(directory, ignore_errors=True)  # it lives in the store now; keep local disk bounded
 
@@ -211,7 +215,8 @@ def _commit_and_register(
 ) -> None:
     from srlm.store import write_directory
 
-    producer = {"config": spec.config, "training_job": dataclasses.asdict(spec)}
+    job = {k: v for k, v in dataclasses.asdict(spec).items() if k != "producer"}
+    producer = {"config": spec.config, **spec.producer, "training_job": job}
     write_directory(spec.layout.model(checkpoint_id), directory, kind="checkpoint", producer=producer, force=force)
     _register(spec, checkpoint_id, step=step, final=final, force=force)
 
@@ -275,8 +280,9 @@ def run_training_job(
     last lines of its output."""
     from srlm.training.registry import get_checkpoint
 
+    section = spec.section()  # a bad config fails here, before a training process starts
     if num_processes is None:
-        num_processes = int(spec.config.get("num_processes", 1) or 1)
+        num_processes = section.num_processes
     if num_processes < 1:
         raise ConfigError(f"{spec.kind}.num_processes: must be at least 1, got {num_processes}")
     if not force:

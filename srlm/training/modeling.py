@@ -12,7 +12,7 @@ from srlm.errors import ModelError
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from srlm.config import LoraConfig
+    from srlm.config import LoraAdapterConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{model_path}: cannot load its tokenizer: {exc}") from None
+        raise ModelError(f"{model_path}: cannot load its tokenizer: {exc}") from exc
     if not tokenizer.chat_template:
         raise ModelError(f"{model_path}: the tokenizer has no chat template; srlm trains on chat-formatted data")
     if tokenizer.pad_token is None:
@@ -69,7 +69,7 @@ def load_for_training(model_path: str, dropout: float) -> tuple[PreTrainedModel,
     try:
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, **overrides)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{model_path}: cannot load the model: {exc}") from None
+        raise ModelError(f"{model_path}: cannot load the model: {exc}") from exc
     return model, original
 
 
@@ -83,7 +83,7 @@ def load_reference(model_path: str) -> PreTrainedModel:
     return model.eval()
 
 
-def peft_config(lora: LoraConfig) -> Any:
+def peft_config(lora: LoraAdapterConfig) -> Any:
     """A peft LoraConfig, or None when LoRA is off."""
     if not lora.enabled:
         return None

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import math
+import typing
 from typing import Any
 
+from srlm.config import Schedule
 from srlm.errors import ConfigError
 
-SHAPES = ("cosine", "linear")
+SHAPES = typing.get_args(Schedule)  # the choices live on the config field
 
 
 def check_schedule(shape: str, learning_rate: float, final_learning_rate: float, section: str) -> None:

@@ -91,8 +91,6 @@ app.kubernetes.io/component: {{ .component }}
 - name: AIRFLOW__API__SECRET_KEY
   valueFrom:
     secretKeyRef: {name: {{ include "srlm.airflowSecret" . }}, key: api-secret-key}
-- name: PYTHONPATH
-  value: /opt/srlm
 - name: SRLM_CONFIG
   value: /etc/srlm/config.yaml
 {{- if .Values.ray.enabled }}

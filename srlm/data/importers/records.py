@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,22 +154,22 @@ def require_text(row: dict, key: str, *, prefix: str = "", allow_blank: bool = F
     return value
 
 
-def optional_text(row: dict, key: str, *, prefix: str = "") -> str | None:
-    value = row.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise FieldError(f"{prefix}{key}", f"expected a string, got {type_name(value)}")
-    return value
-
-
-def optional_bool(row: dict, key: str, *, prefix: str = "", default: bool | None = None) -> bool | None:
+def _optional(row: dict, key: str, prefix: str, kind: type, expected: Callable[[Any], str], default: Any) -> Any:
+    """row[key] if it is a `kind`, `default` if absent or null; otherwise FieldError(`expected(value)`)."""
     value = row.get(key)
     if value is None:
         return default
-    if not isinstance(value, bool):
-        raise FieldError(f"{prefix}{key}", f"expected true/false, got {value!r}")
+    if not isinstance(value, kind):
+        raise FieldError(f"{prefix}{key}", expected(value))
     return value
+
+
+def optional_text(row: dict, key: str, *, prefix: str = "") -> str | None:
+    return _optional(row, key, prefix, str, lambda v: f"expected a string, got {type_name(v)}", None)
+
+
+def optional_bool(row: dict, key: str, *, prefix: str = "", default: bool | None = None) -> bool | None:
+    return _optional(row, key, prefix, bool, lambda v: f"expected true/false, got {v!r}", default)
 
 
 def optional_rank(row: dict, key: str, *, prefix: str = "") -> int | None:

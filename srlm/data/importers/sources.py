@@ -76,7 +76,7 @@ def iter_json_lines(path: Path) -> Iterator[SourceRow]:
                     reason = f"invalid JSON: {exc.msg} (column {exc.colno})"
                     yield SourceRow(name, number, issue=Issue(name, number, None, reason))
     except (OSError, EOFError) as exc:  # unreadable file, truncated gzip stream
-        raise DataError(f"{name}: cannot read: {exc}") from None
+        raise DataError(f"{name}: cannot read: {exc}") from exc
 
 
 def _read_text(path: Path) -> str:
@@ -85,18 +85,21 @@ def _read_text(path: Path) -> str:
         with _open_binary(path) as handle:
             data = handle.read()
     except (OSError, EOFError) as exc:
-        raise DataError(f"{name}: cannot read: {exc}") from None
+        raise DataError(f"{name}: cannot read: {exc}") from exc
     try:
         return data.decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise DataError(f"{name}:{line}: not UTF-8 text ({exc.reason})") from None
+        raise DataError(f"{name}:{line}: not UTF-8 text ({exc.reason})") from exc
 
 
 def starts_with_array(path: Path) -> bool:
     """Whether the file's first non-blank character is '[' (a JSON array document rather than JSON Lines)."""
-    with _open_binary(path) as handle:
-        head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff" + _JSON_WHITESPACE)
+    try:
+        with _open_binary(path) as handle:
+            head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff" + _JSON_WHITESPACE)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{_display(path)}: cannot read: {exc}") from exc
     return head.startswith("[")
 
 
@@ -129,7 +132,7 @@ def iter_json_array(path: Path) -> Iterator[SourceRow]:
         try:
             value, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{name}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            raise DataError(f"{name}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
         yield SourceRow(name, line_at(start), value=value)
         pos = skip_ws(pos)
         if pos < len(text) and text[pos] == ",":
@@ -147,6 +150,18 @@ def iter_json_documents(path: Path) -> Iterator[SourceRow]:
     return iter_json_array(path) if starts_with_array(path) else iter_json_lines(path)
 
 
+def read_json_records(path: str | Path) -> list[Any]:
+    """Every record of a JSON array document or JSON Lines file (gzip or not), strictly: the first line that is
+    not valid JSON raises DataError naming file and line. The one reader for small .json/.jsonl[.gz] inputs
+    (annotations, prompt files) that are read whole rather than row by row."""
+    records = []
+    for row in iter_json_documents(Path(path).expanduser()):
+        if row.issue is not None:
+            raise DataError(row.issue.message())
+        records.append(row.value)
+    return records
+
+
 def iter_parquet_rows(path: Path, batch_rows: int = 1024) -> Iterator[SourceRow]:
     """One row per Parquet row (as a dict of Python values); the 1-based row number serves as the line."""
     import pyarrow as pa
@@ -156,7 +171,7 @@ def iter_parquet_rows(path: Path, batch_rows: int = 1024) -> Iterator[SourceRow]
     try:
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{name}: not a readable Parquet file: {exc}") from None
+        raise DataError(f"{name}: not a readable Parquet file: {exc}") from exc
     number = 0
     for batch in parquet.iter_batches(batch_size=batch_rows):
         for value in batch.to_pylist():

@@ -6,46 +6,68 @@ is not run again; FAILED or STOPPED → a fresh job is submitted as `<id>-r1`, `
 On top of that the operator uses Airflow 3.3's ResumableJobMixin, which records the id in the task state store,
 so a worker that dies mid-poll reconnects instead of resubmitting.
 
+While the job runs the task is deferred (the default): the worker submits or reattaches, hands the job to a
+RayJobTrigger in the triggerer and frees its slot; `execute_complete` then copies the job's log into the task log
+and returns its result. With `deferrable=False` the worker follows the job itself, streaming its log live.
+
 A job whose entrypoint exits with PERMANENT_FAILURE_EXIT_CODE (srlm's config and data errors) fails the task
-without spending retries. `on_kill` (task cleared, marked failed, or timed out) stops the Ray job.
+without spending retries. Killing the task (cleared, marked failed, timed out) stops the Ray job, on the worker
+(`on_kill`) or in the triggerer (RayJobTrigger.on_kill, and the trigger's execution_timeout deadline).
 
 Returns a small JSON-safe value: the `srlm-task-result:` line the job printed, or else the submission id.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, ResumableJobMixin
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk import BaseOperator, ResumableJobMixin, conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowTaskTimeout
 
 from srlm.orchestration.ray_jobs import (
     ACTIVE_STATUSES,
     SUCCEEDED,
+    TERMINAL_STATUSES,
+    JobOutcome,
     JobRequest,
     RayJobs,
     submission_id,
 )
-from operators.links import RayJobLink
-from srlm.orchestration.result import MARKER, PERMANENT_FAILURE_EXIT_CODE, parse_result
+from srlm.orchestration.result import MARKER, parse_result
+from srlm_airflow.hooks import RayJobsHook
+from srlm_airflow.links import RayJobLink
+from srlm_airflow.store_credentials import store_environment
+from srlm_airflow.triggers import ERROR, PERMANENT_FAILURE, TIMEOUT, RayJobTrigger, event_status, job_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+# How long after the trigger's own execution_timeout deadline Airflow fails the deferred task anyway (a backstop for
+# a trigger that cannot reach the cluster any more).
+TRIGGER_TIMEOUT_GRACE = timedelta(minutes=5)
+
+
+def default_deferrable() -> bool:
+    """`[srlm] deferrable` (AIRFLOW__SRLM__DEFERRABLE; True unless set): the triggerer follows long jobs."""
+    return conf.getboolean("srlm", "deferrable", fallback=True)
+
 
 class RayJobOperator(ResumableJobMixin, BaseOperator):
-    """Submit (or reattach to) a Ray job and wait for it.
+    """Submit (or reattach to) a Ray job and wait for it, deferred to the triggerer by default.
 
     :param entrypoint: shell command the job runs (templated).
     :param runtime_env: Ray runtime_env, e.g. {"pip": [...], "env_vars": {...}} (templated; never put secrets here,
         rendered templates are visible in the UI; store credentials are added from `aws_conn_id` at submit time).
-    :param ray_conn_id: connection holding the Ray Jobs API address; missing → the embedded local Ray head.
+    :param ray_conn_id: `ray` connection of the Jobs API (RayJobsHook); missing → the embedded local Ray head.
     :param aws_conn_id: AWS connection whose credentials/endpoint become AWS_* env vars of the job; missing → the
         worker's own AWS_* environment is forwarded. None: forward nothing.
     :param entrypoint_num_cpus / entrypoint_num_gpus / entrypoint_memory / entrypoint_resources: resources Ray
         reserves for the entrypoint process (templated; strings are converted).
-    :param poll_interval: seconds between status polls when log streaming is not available.
-    :param stream_logs: follow the job log over the Jobs API websocket (falls back to polling).
+    :param deferrable: wait in the triggerer (default: `[srlm] deferrable`, True) instead of on the worker.
+    :param poll_interval: seconds between status polls (the trigger's; the worker's when log streaming fails).
+    :param stream_logs: when not deferred, follow the job log over the Jobs API websocket (falls back to polling).
     :param submission_prefix: first part of every submission id.
     """
 
@@ -68,12 +90,13 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
         entrypoint: str | None = None,
         runtime_env: dict[str, Any] | None = None,
         metadata: dict[str, str] | None = None,
-        ray_conn_id: str | None = "ray_default",
+        ray_conn_id: str | None = RayJobsHook.default_conn_name,
         aws_conn_id: str | None = "aws_default",
         entrypoint_num_cpus: float | str | None = None,
         entrypoint_num_gpus: float | str | None = None,
         entrypoint_memory: int | str | None = None,
         entrypoint_resources: dict[str, float] | None = None,
+        deferrable: bool | None = None,
         poll_interval: float = 5.0,
         stream_logs: bool = True,
         submission_prefix: str = "srlm",
@@ -89,6 +112,7 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
         self.entrypoint_num_gpus = entrypoint_num_gpus
         self.entrypoint_memory = entrypoint_memory
         self.entrypoint_resources = entrypoint_resources
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.poll_interval = poll_interval
         self.stream_logs = stream_logs
         self.submission_prefix = submission_prefix
@@ -110,6 +134,23 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
     # -- Airflow ------------------------------------------------------------------------------------------------
     def execute(self, context: Context) -> Any:
         return self.execute_resumable(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        """Resumed from the triggerer: the job's log into the task log, then its result (or the failure)."""
+        sid = self.last_submission_id = str(event["submission_id"])
+        self._jobs = RayJobsHook(self.ray_conn_id, address=event["address"]).get_conn()
+        status = event["status"]
+        log_text = self._jobs.logs(sid) if status != ERROR else ""
+        for line in log_text.splitlines():
+            self.log.info("[ray] %s", line)
+        if status == ERROR:
+            raise AirflowException(f"Ray job {sid}: could not be followed: {event.get('message')}")
+        if status == TIMEOUT:
+            raise AirflowTaskTimeout(f"Ray job {sid} stopped: the task's execution_timeout {self.execution_timeout} passed")
+        self._raise_unless_succeeded(JobOutcome(sid, event["job_status"], event.get("message") or "",
+                                                event.get("exit_code")))
+        self._result = parse_result(log_text.splitlines())
+        return self.get_job_result(sid, context)
 
     def on_kill(self) -> None:
         if self._jobs is not None and self._following is not None:
@@ -135,6 +176,15 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
     def poll_until_complete(self, external_id: Any, context: Context) -> Any:
         sid = str(external_id)
         self._following = self.last_submission_id = sid
+        if self.deferrable:
+            outcome = self.jobs.snapshot(sid)
+            if outcome.status not in TERMINAL_STATUSES:
+                self.log.info("Ray job %s is %s at %s: deferring to the triggerer", sid, outcome.status,
+                              self.jobs.address)
+                self.defer(trigger=self._trigger(sid, context), method_name="execute_complete",
+                           timeout=self._trigger_timeout(context))
+            # Already over (a short job, or one that ended between tries): no need to go through the triggerer.
+            return self.execute_complete(context, job_event(self.jobs.address, outcome, event_status(outcome)))
         self.log.info("following Ray job %s at %s", sid, self.jobs.address)
         lines: list[str] = []
 
@@ -145,12 +195,7 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
 
         outcome = self.jobs.wait(sid, emit=emit, poll_interval=self.poll_interval, stream=self.stream_logs)
         self._following = None
-        if outcome.status != SUCCEEDED:
-            detail = (outcome.message or "").strip().splitlines()
-            reason = detail[0] if detail else "no message"
-            if outcome.exit_code == PERMANENT_FAILURE_EXIT_CODE:
-                raise AirflowFailException(f"Ray job {sid} failed permanently (not retried): {reason}")
-            raise AirflowException(f"Ray job {sid} ended {outcome.status}: {reason}")
+        self._raise_unless_succeeded(outcome)
         self._result = parse_result(lines)
         # The mixin returns this method's value when it reattached, so it must be the task's result too.
         return self.get_job_result(sid, context)
@@ -166,15 +211,42 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
     @property
     def jobs(self) -> RayJobs:
         if self._jobs is None:
-            from operators.connections import ray_endpoint
-
-            endpoint = ray_endpoint(self.ray_conn_id)
-            self._jobs = RayJobs(endpoint.address, headers=endpoint.headers or None, verify=endpoint.verify)
+            self._jobs = RayJobsHook(self.ray_conn_id).get_conn()
         return self._jobs
 
-    def _request(self, context: Context) -> JobRequest:
-        from operators.connections import store_environment
+    def _raise_unless_succeeded(self, outcome: JobOutcome) -> None:
+        if outcome.status == SUCCEEDED:
+            return
+        detail = (outcome.message or "").strip().splitlines()
+        reason = detail[0] if detail else "no message"
+        if event_status(outcome) == PERMANENT_FAILURE:
+            raise AirflowFailException(f"Ray job {outcome.submission_id} failed permanently (not retried): {reason}")
+        raise AirflowException(f"Ray job {outcome.submission_id} ended {outcome.status}: {reason}")
 
+    def _deadline(self, context: Context) -> datetime | None:
+        """When this try's execution_timeout ends (counted from the try's start, as on a worker)."""
+        if self.execution_timeout is None:
+            return None
+        started = getattr(context.get("ti"), "start_date", None) or datetime.now(timezone.utc)
+        return started + self.execution_timeout
+
+    def _trigger(self, sid: str, context: Context) -> RayJobTrigger:
+        deadline = self._deadline(context)
+        return RayJobTrigger(
+            submission_id=sid,
+            address=self.jobs.address,
+            ray_conn_id=self.ray_conn_id,
+            poll_interval=self.poll_interval,
+            deadline=deadline.isoformat() if deadline else None,
+        )
+
+    def _trigger_timeout(self, context: Context) -> timedelta | None:
+        deadline = self._deadline(context)
+        if deadline is None:
+            return None
+        return max(deadline - datetime.now(timezone.utc), timedelta(0)) + TRIGGER_TIMEOUT_GRACE
+
+    def _request(self, context: Context) -> JobRequest:
         ti = context["ti"]
         runtime_env = dict(self.runtime_env or {})
         env_vars = {"PYTHONUNBUFFERED": "1", **dict(runtime_env.pop("env_vars", None) or {})}
@@ -182,7 +254,7 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
         return JobRequest(
             entrypoint=self.build_entrypoint(context),
             runtime_env=runtime_env,
-            secret_env=store_environment(self.aws_conn_id) if self.aws_conn_id is not None else {},
+            secret_env=store_environment(self.aws_conn_id),
             metadata={
                 **{k: str(v) for k, v in (self.metadata or {}).items()},
                 "airflow_dag_id": ti.dag_id,

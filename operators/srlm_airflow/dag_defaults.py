@@ -1,22 +1,20 @@
-"""What the srlm DAGs share: the models Asset, the GPU pool, retry policy, the run-selecting params, and the
-evaluate → publish tasks that end the training DAGs.
+"""What the srlm DAGs share: the models Asset, the GPU pool, retry policy, task time limits, the run-selecting
+params, and the evaluate → publish tasks that end the training DAGs.
 
-Not a DAG file (listed in .airflowignore). Parse-time cheap: Airflow's SDK, the stdlib and the thin `operators`.
+Parse-time cheap: Airflow's SDK, the stdlib, srlm.config (field metadata) and srlm.steps.registry (stdlib only).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from airflow.sdk import Asset, Param, task
 
-# dags/ lives in the repository (or the image's /opt/srlm); its parent holds the `operators` package and configs/.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.append(str(REPO_ROOT))
+from srlm.steps import registry
+from srlm_airflow.operators import SrlmStepOperator
+from srlm_airflow.params import INHERITED_PARAMS, PARAM_OVERRIDES, field_schema, plan_from_params
 
 # Every checkpoint srlm publishes (M0 from the seed DAG, M_t from an iteration) is an event on this asset; the
 # event's extra says which run, iteration and checkpoint URI. srlm_continue is scheduled on it.
@@ -37,31 +35,38 @@ DEFAULT_ARGS = {
     "execution_timeout": timedelta(hours=6),
 }
 
-# Per-task time limits: long enough for the paper's sizes on one GPU, short enough to catch a hung engine.
-TIMEOUTS = {
-    "plan": timedelta(minutes=5),
-    "prompts": timedelta(hours=4),
-    "generate": timedelta(hours=8),
-    "judge": timedelta(hours=12),
-    "pairs": timedelta(minutes=30),
-    "sft": timedelta(hours=24),
-    "train": timedelta(hours=24),
-    "evaluate": timedelta(hours=4),
-    "checkpoints": timedelta(minutes=15),
-    "publish": timedelta(minutes=5),
-}
+# Time limits of the DAG's own tasks (the steps' limits are in the step registry).
+PLAN_TIMEOUT = timedelta(minutes=5)
+PUBLISH_TIMEOUT = timedelta(minutes=5)
+
+
+def step_timeout(step: str) -> timedelta:
+    """A step task's time limit: the step registry's (long enough for the paper's sizes on one GPU, short enough
+    to catch a hung engine)."""
+    return registry.step(step).timeout
+
 
 # The config a trigger starts from unless it names another: SRLM_CONFIG (the Helm chart mounts the deployment's
 # config there), else the 2-core CPU quickstart config of the repository.
 DEFAULT_CONFIG = os.environ.get("SRLM_CONFIG", "configs/quickstart.yaml")
 
-RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # A local path, file://path, or s3://bucket[/prefix] (the store's schemes; anything else is refused at trigger).
 STORE_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file:///.+|[^:]+)$"
 
 
+def config_search_paths() -> tuple[Path, ...]:
+    """Where a relative config_path is looked up: the folder that holds the DAGs folder (the repository, or
+    /opt/srlm in the image), which has configs/."""
+    from airflow.sdk import conf
+
+    return (Path(conf.get("core", "dags_folder")).expanduser().resolve().parent,)
+
+
 def run_params(*, config_path: str | None = DEFAULT_CONFIG) -> dict[str, Param]:
     """Params that say which config, store and run a DAG run works on (shared by every srlm DAG)."""
+    from srlm.config import field_doc
+
+    run_name = field_doc(PARAM_OVERRIDES["run_name"])
     return {
         "config_path": Param(
             config_path,
@@ -75,15 +80,14 @@ def run_params(*, config_path: str | None = DEFAULT_CONFIG) -> dict[str, Param]:
             type=["null", "string"],
             pattern=STORE_URI_PATTERN,
             title="Store URI",
-            description="Artifact store root: a local path, file:///path, or s3://bucket/prefix. "
+            description=f"{field_doc(PARAM_OVERRIDES['store_uri']).help} "
             "Empty: store.uri from the config. S3 credentials come from the aws_default connection.",
         ),
         "run_name": Param(
-            "default",
-            type="string",
-            pattern=RUN_NAME_PATTERN,
+            run_name.default,
             title="Run name",
-            description="Artifacts live under <store>/runs/<run name>/. Letters, digits, '.', '_' and '-'.",
+            description=run_name.help,
+            **field_schema(PARAM_OVERRIDES["run_name"]),
         ),
         "force": Param(
             False,
@@ -122,25 +126,24 @@ def build_plan(params: dict, *, iteration: int, model: str | None) -> dict:
     from airflow.sdk.exceptions import AirflowFailException
 
     from srlm.errors import SrlmError
-    from srlm.orchestration.plan import plan_run
 
     try:
-        return plan_run(params, iteration=iteration, model=model, search=(REPO_ROOT,)).to_dict()
+        return plan_from_params(params, iteration=iteration, model=model, search=config_search_paths()).to_dict()
     except SrlmError as exc:
-        raise AirflowFailException(str(exc)) from None
+        raise AirflowFailException(str(exc)) from exc
 
 
 def published_event(
     plan: dict, params: dict, *, iteration: int, checkpoint_uri: str, evaluation_uri: str | None
 ) -> dict:
     """The extra of a models-asset event: what was published, and the params a continuation inherits."""
-    from srlm.orchestration.plan import INHERITED_PARAMS
+    from srlm.checkpoint_ids import checkpoint_id
 
     return {
         "run": plan["config"]["run"]["name"],
         "store_uri": plan["config"]["store"]["uri"],
         "iteration": iteration,
-        "checkpoint_id": f"M{iteration}",
+        "checkpoint_id": checkpoint_id(iteration),
         "checkpoint_uri": checkpoint_uri,
         "evaluation_uri": evaluation_uri,
         "params": {name: params[name] for name in INHERITED_PARAMS if name in params},
@@ -150,18 +153,16 @@ def published_event(
 def evaluate_and_publish(run_plan, checkpoint_uri, *, seed: bool):
     """The tasks that end a training DAG: evaluate the new checkpoint (M0 for the seed DAG, else M_t of the
     `iteration` param), then publish it as an event on the models asset, which srlm_continue listens to."""
-    from operators import SrlmStepOperator
-
     evaluate = SrlmStepOperator(
         task_id="evaluate",
         step="evaluate",
         plan=run_plan,
         inputs={"model": checkpoint_uri},
         options={"checkpoint": "M0" if seed else "M{{ params.iteration }}"},
-        execution_timeout=TIMEOUTS["evaluate"],
+        execution_timeout=step_timeout("evaluate"),
     )
 
-    @task(outlets=[MODELS_ASSET], execution_timeout=TIMEOUTS["publish"])
+    @task(outlets=[MODELS_ASSET], execution_timeout=PUBLISH_TIMEOUT)
     def publish(plan: dict, checkpoint_uri: str, evaluation_uri: str, params: dict | None = None,
                 outlet_events=None) -> str:
         """Announce the checkpoint on the models asset; srlm_continue starts the next iteration when asked to."""

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 
 class RayJobLink(BaseOperatorLink):
-    """Airflow 3 computes the link on the worker when the try ends, from the job the operator followed."""
+    """Airflow 3 computes the link on the worker when the try ends, from the job the operator followed (also after a
+    deferral: `execute_complete` records the job it completed)."""
 
     name = "Ray job"
 
