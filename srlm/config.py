@@ -111,7 +111,7 @@ def _rule(key: str, message: str) -> PydanticCustomError:
 
 def micro_batch(batch_size: int, per_device_batch_size: int, processes: int) -> int:
     """The per-device micro-batch a training job uses: per_device_batch_size, but never more than one process's
-    share of the global batch (the arithmetic of srlm.training.common.batch_arithmetic)."""
+    share of the global batch (srlm.training.common.batch_arithmetic uses it with the job's real world size)."""
     return min(per_device_batch_size, max(1, batch_size // processes))
 
 

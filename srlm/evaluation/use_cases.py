@@ -310,8 +310,9 @@ class JudgeChoice:
 
     @property
     def is_endpoint(self) -> bool:
-        spec = self.spec
-        return spec.startswith(("http://", "https://")) or ("://" in spec and not spec.startswith(("s3://", "file://")))
+        from srlm.store.uri import is_local, is_s3
+
+        return not (is_local(self.spec) or is_s3(self.spec))
 
 
 @dataclass

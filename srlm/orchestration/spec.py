@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srlm.errors import ConfigError
+from srlm.json_objects import check_fields, load_json_object
 from srlm.steps.registry import ITERATION_STEPS, STEP_NAMES
 
 # Steps an orchestrated task can run: every step of the registry (srlm.steps.registry). "sft" is the seed SFT
@@ -65,12 +66,7 @@ class StepSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "step spec") -> StepSpec:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(names))}")
+        check_fields(data, cls, source)
         if "step" not in data or "config" not in data:
             raise ConfigError(f"{source}: 'step' and 'config' are required")
         values = dict(data)
@@ -80,11 +76,7 @@ class StepSpec:
 
     @classmethod
     def from_json(cls, text: str, source: str = "--spec") -> StepSpec:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-        return cls.from_dict(data, source)
+        return cls.from_dict(load_json_object(text, source), source)
 
     def command(self, python: str = "python") -> list[str]:
         """The argv that runs this spec: the same in a Ray job, a Kubernetes pod and a local subprocess."""

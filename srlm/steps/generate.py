@@ -48,8 +48,6 @@ def generate_candidates(
 ) -> StepResult:
     """Sample `generate.num_candidates` responses per prompt; writes the `candidates` table (sharded, resumable)."""
     cfg = ctx.config.generate
-    if cfg.num_candidates < 2:
-        raise DataError(f"generate.num_candidates: a preference pair needs at least 2 candidates, got {cfg.num_candidates}")
     prompts_uri = prompts_uri or ctx.layout.prompts(iteration)
     out_uri = out_uri or step(STEP).output_uri(ctx.layout, iteration)
     producer = ctx.producer(STEP, iteration, inputs={"prompts": fingerprint(prompts_uri), "model": model.as_input()})

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from srlm.errors import DataError
 from srlm.formatting import format_rate
 from srlm.generation.base import Sampling
 from srlm.judging.parse import parse_score
@@ -59,8 +58,6 @@ def judge_candidates(
 ) -> StepResult:
     """Sample `judge.num_samples` judgments per candidate; writes the `judgments` table (sharded, resumable)."""
     cfg = ctx.config.judge
-    if cfg.num_samples < 1:
-        raise DataError(f"judge.num_samples: must be at least 1, got {cfg.num_samples}")
     template = load_template(cfg.template)
     candidates_uri = candidates_uri or ctx.layout.candidates(iteration)
     out_uri = out_uri or step(STEP).output_uri(ctx.layout, iteration)

@@ -9,7 +9,6 @@ length growth that DPO on self-judged pairs tends to cause.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -19,7 +18,7 @@ import pyarrow as pa
 
 from srlm.config import PairsConfig
 from srlm.errors import DataError
-from srlm.formatting import format_rate
+from srlm.formatting import format_number, format_rate
 from srlm.judging.scores import score_histogram
 from srlm.steps.context import StepCall, StepContext, StepResult
 from srlm.steps.registry import step
@@ -132,8 +131,6 @@ def build_pairs(
 ) -> StepResult:
     """Writes the `pairs` table (possibly empty: the summary says why; the DPO step refuses zero pairs)."""
     cfg = ctx.config.pairs
-    if cfg.min_margin < 0 or cfg.length_control_tolerance < 0:
-        raise DataError("pairs.min_margin and pairs.length_control_tolerance must not be negative")
     candidates_uri = candidates_uri or ctx.layout.candidates(iteration)
     judgments_uri = judgments_uri or ctx.layout.judgments(iteration)
     out_uri = out_uri or step(STEP).output_uri(ctx.layout, iteration)
@@ -193,7 +190,7 @@ def _summary(
         tokens = mean(pairs.column(f"{side}_tokens").to_pylist())
         summary.metrics[f"{side}_mean_chars"] = chars
         summary.metrics[f"{side}_mean_tokens"] = tokens
-        summary.lines.append((f"{side} length", f"{_fmt(chars)} chars, {_fmt(tokens)} tokens"))
+        summary.lines.append((f"{side} length", f"{format_number(chars, ',.1f')} chars, {format_number(tokens, ',.1f')} tokens"))
     summary.add_histogram("candidate_mean_scores", score_histogram(_means(by_prompt)), "candidate scores")
     if pairs.num_rows == 0:
         summary.note("no preference pairs: DPO cannot run on this iteration (see parse rate and tie rate)")
@@ -207,5 +204,3 @@ def _means(by_prompt: dict[str, list[ScoredCandidate]]) -> Iterable[float]:
             yield candidate.mean_score
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:,.1f}"

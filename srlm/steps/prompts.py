@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import pyarrow as pa
 
-from srlm.errors import ConfigError, DataError
+from srlm.errors import DataError
 from srlm.formatting import format_rate
-from srlm.generation.base import Sampling
+from srlm.generation.base import Sampling, tokens_per_second
 from srlm.steps.backends import BackendPool, call_backends
 from srlm.steps.checkpoints import ModelRef, call_model
 from srlm.steps.context import StepCall, StepContext, StepResult
@@ -47,21 +47,6 @@ def prompt_id(iteration: int, text: str) -> str:
     return f"p{iteration:03d}-{hashlib.sha256(normalise(text).encode('utf-8')).hexdigest()[:12]}"
 
 
-def _check_config(cfg) -> None:
-    if cfg.num_prompts < 1:
-        raise ConfigError(f"prompts.num_prompts: must be at least 1, got {cfg.num_prompts}")
-    if cfg.num_shots < 1:
-        raise ConfigError(f"prompts.num_shots: must be at least 1, got {cfg.num_shots}")
-    if not 0.0 < cfg.near_duplicate_threshold <= 1.0:
-        raise ConfigError(
-            f"prompts.near_duplicate_threshold: must be in (0, 1] (ROUGE-L F1), got {cfg.near_duplicate_threshold}"
-        )
-    if cfg.min_chars > cfg.max_chars:
-        raise ConfigError(f"prompts.min_chars ({cfg.min_chars}) is larger than prompts.max_chars ({cfg.max_chars})")
-    if cfg.max_rounds < 1:
-        raise ConfigError(f"prompts.max_rounds: must be at least 1, got {cfg.max_rounds}")
-
-
 def generate_prompts(
     ctx: StepContext,
     iteration: int,
@@ -74,7 +59,6 @@ def generate_prompts(
 ) -> StepResult:
     """Self-instruct `prompts.num_prompts` new prompts with `model`; writes the `prompts` table."""
     cfg = ctx.config.prompts
-    _check_config(cfg)
     seeds = [s.strip() for s in seeds if s and s.strip()]
     if not seeds:
         raise DataError("prompts: no seed prompts to show the model (seed IFT data is empty)")
@@ -244,7 +228,7 @@ def _finish(
     summary.add("mean_chars", mean(len(t) for t in texts), "mean length (chars)")
     tokens = sum(r.get("output_tokens", 0) for r in rounds)
     gen_seconds = sum(r.get("seconds", 0.0) for r in rounds)
-    summary.add("tokens_per_second", tokens / gen_seconds if gen_seconds > 0 else math.nan, "tokens/s")
+    summary.add("tokens_per_second", tokens_per_second(tokens, gen_seconds, untimed=math.nan), "tokens/s")
     if len(texts) < wanted:
         summary.note(f"only {len(texts)} of {wanted} prompts after {len(rounds)} rounds (prompts.max_rounds)")
     ctx.save_summary(summary)

@@ -6,7 +6,7 @@ import os
 import typing
 from typing import Any
 
-from srlm.config import MixedPrecision
+from srlm.config import MixedPrecision, micro_batch
 from srlm.errors import ConfigError
 from srlm.training.checkpoints import CheckpointHook, export_callback
 from srlm.training.modeling import load_for_training, load_tokenizer
@@ -22,7 +22,7 @@ def batch_arithmetic(batch_size: int, per_device_batch_size: int, processes: int
     """(per-device micro-batch, gradient-accumulation steps) whose product with `processes` is `batch_size`."""
     if batch_size < 1 or per_device_batch_size < 1:
         raise ConfigError(f"{section}.batch_size and {section}.per_device_batch_size must be positive")
-    per_device = min(per_device_batch_size, max(1, batch_size // processes))
+    per_device = micro_batch(batch_size, per_device_batch_size, processes)
     if batch_size % (per_device * processes):
         raise ConfigError(
             f"{section}.batch_size {batch_size} is not a multiple of {section}.per_device_batch_size {per_device} "
@@ -52,10 +52,6 @@ def use_bf16(mixed_precision: str, section: str) -> bool:
 def common_trainer_kwargs(cfg: Any, output_dir: str, section: str, max_steps: int | None) -> dict[str, Any]:
     """TrainingArguments fields derived from an srlm SFTTrainingConfig/DPOTrainingConfig section."""
     per_device, accumulation = batch_arithmetic(cfg.batch_size, cfg.per_device_batch_size, world_size(), section)
-    if cfg.save_steps < 1:
-        raise ConfigError(f"{section}.save_steps: must be at least 1, got {cfg.save_steps}")
-    if cfg.max_length < 8:
-        raise ConfigError(f"{section}.max_length: must be at least 8 tokens, got {cfg.max_length}")
     import torch
 
     bf16 = use_bf16(cfg.mixed_precision, section)
