@@ -87,6 +87,12 @@ Text = Annotated[str, Field(min_length=1)]
 StoreUri = Annotated[Text, AfterValidator(_addressable_uri)]  # a local path, file://… or s3://bucket/…
 Schedule = Literal["cosine", "linear"]
 MixedPrecision = Literal["auto", "bf16", "no"]
+TrainingBackend = Literal["local", "ray"]  # srlm.training.launch dispatches on it
+Sharding = Literal["auto", "ddp", "fsdp"]  # srlm.training.common.sharding_kwargs reads it
+MasterWeights = Literal["fp32", "bf16"]
+PlacementStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]  # Ray placement group strategies
+CheckpointSelection = Literal["best", "last"]
+SelectionMetric = Literal["reward_accuracy", "loss"]
 Dtype = Literal["auto", "bfloat16", "float32"]  # srlm.generation.device.DTYPES reads it
 BackendName = Literal["auto", "vllm", "transformers"]  # srlm.generation.factory.BACKENDS reads it
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a path segment in the store (and a Ray/K8s-safe label)
@@ -115,6 +121,16 @@ def micro_batch(batch_size: int, per_device_batch_size: int, processes: int) -> 
     return min(per_device_batch_size, max(1, batch_size // processes))
 
 
+def effective_sharding(sharding: str, *, gpus: bool, world_size: int, lora: bool = False) -> str:
+    """The sharding a training job really uses: `auto` is fsdp on more than one GPU and ddp otherwise (one process
+    has nothing to shard across; accelerate enables FSDP only on GPU device types; srlm's LoRA merge needs the
+    unsharded model). srlm.training.common builds the trainer's arguments from it and srlm.planning estimates memory
+    with it."""
+    if sharding == "auto":
+        return "fsdp" if gpus and world_size > 1 and not lora else "ddp"
+    return sharding
+
+
 # ------------------------------------------------------------------------------------------------------------ sections
 
 
@@ -137,6 +153,12 @@ class ModelConfig:
     )
     cache_dir: Text = _f("~/.cache/srlm/models", "Where prepared aliases and fetched remote checkpoints are kept.")
     dtype: Dtype = _f("auto", "Weights dtype for inference: auto (bf16 where supported, else fp32), bfloat16, float32.")
+    chat_template: Nullable[str] = _f(
+        None,
+        "Chat template for a model whose tokenizer has none (a pretrained base such as Llama-2-70b-hf): a built-in "
+        "name (srlm.models.chat_templates) or a Jinja file. Used by SFT, generation and judging alike, and saved "
+        "with every checkpoint trained from it. None: the tokenizer's own (an error if it has none).",
+    )
 
 
 @dataclass(config=SECTION_CONFIG)
@@ -205,7 +227,39 @@ class TrainingConfig:
     seed: Seed = _f(42, "Training seed.")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
     mixed_precision: MixedPrecision = _f("auto", MIXED_PRECISION_HELP)
-    num_processes: Count = _f(1, "Processes (GPUs) for accelerate; >1 launches through accelerate.")
+    master_weights: MasterWeights = _f(
+        "fp32",
+        "dtype of the trained weights and optimizer state: fp32 (master weights; needed for DPO's 1e-7 updates, "
+        "which bf16 rounds away) or bf16 (half the memory; for SFT at higher learning rates only).",
+    )
+    backend: TrainingBackend = _f(
+        "local",
+        "Where the job runs: local (a subprocess on this machine; accelerate launch when num_processes > 1) or ray "
+        "(a Ray Train job of num_processes workers on the Ray cluster of backend.ray_address, across nodes).",
+    )
+    num_processes: Count = _f(
+        1, "World size: training processes (one per GPU). local: accelerate launch on this node; ray: Ray Train workers."
+    )
+    use_gpu: Nullable[bool] = _f(
+        None, "ray: one GPU per worker. None: when the Ray cluster has GPUs (local: whatever torch sees)."
+    )
+    cpus_per_worker: PositiveFloat = _f(1.0, "ray: CPUs each Ray Train worker reserves.")
+    placement_strategy: PlacementStrategy = _f(
+        "PACK",
+        "ray: how workers are placed on nodes (Ray placement group strategy): PACK fills a node first, SPREAD "
+        "spreads, STRICT_* insist.",
+    )
+    max_failures: NonNegativeInt = _f(
+        2, "ray: restarts of the worker group after a worker fails; each resumes from the latest saved step."
+    )
+    sharding: Sharding = _f(
+        "auto",
+        "How weights, gradients and optimizer state are distributed: ddp (replicated), fsdp (FSDP2 full sharding "
+        "with the decoder layer as the wrap unit; GPUs only), or auto (fsdp on more than one GPU, else ddp).",
+    )
+    fsdp_offload: bool = _f(
+        False, "fsdp: keep sharded parameters, gradients and optimizer state in CPU memory (fits larger models)."
+    )
     lora: LoraAdapterConfig = _section(LoraAdapterConfig, "Optional LoRA.")
 
     @model_validator(mode="after")
@@ -223,6 +277,14 @@ class TrainingConfig:
                 f"{self.batch_size!r} is not divisible by per_device_batch_size × num_processes = {step}; change one "
                 "so the global batch is exact",
             )
+        if self.lora.enabled and self.sharding == "fsdp":
+            raise _rule(
+                "sharding",
+                "fsdp with lora.enabled is not supported (the merged checkpoint is built from an unsharded model); "
+                "use sharding: ddp or auto with LoRA",
+            )
+        if self.fsdp_offload and self.sharding == "ddp":
+            raise _rule("fsdp_offload", "needs sharding fsdp or auto; ddp keeps every weight on every device")
         return self
 
 
@@ -252,7 +314,28 @@ class DPOTrainingConfig(TrainingConfig):
     )
     save_steps: Count = _f(200, "Save an intermediate checkpoint every this many optimizer steps.", paper=200)
     beta: PositiveFloat = _f(0.1, "DPO β: how far the policy may move from the reference model.", paper=0.1)
-    precompute_ref_log_probs: bool = _f(False, "Compute reference log-probs once up front and drop the ref model.")
+    precompute_ref_log_probs: Nullable[bool] = _f(
+        None,
+        "Compute the reference model's log-probs once, in a pass before training, store them with the pairs, and "
+        "train with no reference model in memory. None: on (exact: the reference runs without dropout either way).",
+    )
+    checkpoint_selection: CheckpointSelection = _f(
+        "best",
+        "Which checkpoint becomes M_t: best (the paper's early stopping: every save_steps checkpoint and the last "
+        "step are scored on held-out pairs) or last (the last step).",
+        paper="best",
+    )
+    selection_metric: SelectionMetric = _f(
+        "reward_accuracy",
+        "best: the held-out score: reward_accuracy (share of pairs whose implicit DPO reward prefers the chosen "
+        "response; ties broken by lower loss) or loss (held-out DPO loss).",
+    )
+    validation_fraction: Annotated[Float, Field(gt=0, lt=0.5)] = _f(
+        0.05,
+        "best: share of the pairs held out for scoring checkpoints (not trained on); used only when training saves "
+        "more than one candidate checkpoint (the paper does not state its split).",
+    )
+    min_validation_pairs: Count = _f(8, "best: hold out at least this many pairs (when there are enough).")
 
 
 @dataclass(config=SECTION_CONFIG)
@@ -321,6 +404,21 @@ class PairsConfig:
 
 
 @dataclass(config=SECTION_CONFIG)
+class ClusterConfig:
+    gpus: Nullable[Count] = _f(
+        None, "GPUs the run may use (srlm plan-resources checks every job fits them). None: not checked for GPUs."
+    )
+    gpu_memory_gb: Nullable[PositiveFloat] = _f(None, "Memory of one GPU, in GB (10^9 bytes).")
+    gpus_per_node: Nullable[Count] = _f(None, "GPUs per node. None: all on one node.")
+    host_memory_gb: Nullable[PositiveFloat] = _f(
+        None, "CPU memory per node, in GB: the budget of CPU training and of fsdp_offload. None: not checked."
+    )
+    memory_headroom: Annotated[Float, Field(ge=0, lt=1)] = _f(
+        0.1, "Share of each device's memory the plan keeps free (allocator fragmentation, CUDA context, buffers)."
+    )
+
+
+@dataclass(config=SECTION_CONFIG)
 class RunConfig:
     name: RunName = _f(
         "default",
@@ -345,6 +443,7 @@ class SRLMConfig:
     pairs: PairsConfig = _section(PairsConfig, "Preference pairs from the judge scores.")
     dpo: DPOTrainingConfig = _section(DPOTrainingConfig, "DPO of each iteration: M_{t-1} → M_t.")
     run: RunConfig = _section(RunConfig, "The run.")
+    cluster: ClusterConfig = _section(ClusterConfig, "The hardware budget the run is planned against.")
 
     @model_validator(mode="after")
     def _check_generation_fits(self) -> SRLMConfig:

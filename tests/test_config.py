@@ -379,7 +379,10 @@ def test_training_sections_share_one_base():
     assert issubclass(SFTTrainingConfig, TrainingConfig) and issubclass(DPOTrainingConfig, TrainingConfig)
     shared = {f.name for f in dataclasses.fields(TrainingConfig)}
     assert {"learning_rate", "batch_size", "num_processes", "lora", "mixed_precision"} <= shared
-    assert {f.name for f in dataclasses.fields(DPOTrainingConfig)} - shared == {"beta", "precompute_ref_log_probs"}
+    assert {f.name for f in dataclasses.fields(DPOTrainingConfig)} - shared == {
+        "beta", "precompute_ref_log_probs", "checkpoint_selection", "selection_metric", "validation_fraction",
+        "min_validation_pairs",
+    }
     assert {f.name for f in dataclasses.fields(SFTTrainingConfig)} == shared
     assert isinstance(SRLMConfig().sft.lora, LoraAdapterConfig)
 

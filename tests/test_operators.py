@@ -274,6 +274,36 @@ def test_training_operator_runs_the_task_entrypoint_on_ray_and_locally(
     assert registry.endswith("runs/ops/registry")
 
 
+def test_ray_training_operator_reserves_no_gpus_for_a_ray_train_driver(monkeypatch, tmp_path):
+    """backend local: the entrypoint is the trainer and reserves training_gpus; backend ray: it only drives the Ray
+    Train job, whose workers reserve the GPUs. Submission itself is SrlmStepOperator's, unchanged."""
+    from srlm_airflow.operators import RayTrainingOperator
+    from srlm_airflow.operators.srlm_step import SrlmStepOperator
+
+    reserved: dict[str, float | None] = {}
+    monkeypatch.setattr(
+        SrlmStepOperator, "execute", lambda self, context: reserved.setdefault(self.task_id, self.entrypoint_num_gpus)
+    )
+    plan = registry_plan(str(tmp_path / "store"))
+    for backend in ("local", "ray"):
+        plan["config"]["dpo"]["backend"] = backend
+        RayTrainingOperator(task_id=f"dpo-{backend}", step="dpo", plan=plan, training_gpus="2").execute({})
+    assert reserved == {"dpo-local": 2, "dpo-ray": None}
+
+
+def test_kubernetes_backend_refuses_a_ray_train_section(tmp_path):
+    pytest.importorskip("airflow.providers.cncf.kubernetes.operators.pod")
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from srlm_airflow.operators import training_operator
+
+    plan = registry_plan(str(tmp_path / "store"))
+    plan["config"]["sft"]["backend"] = "ray"
+    operator = training_operator("kubernetes", task_id="sft", step="sft", plan=plan, image="srlm-worker:cuda")
+    with pytest.raises(AirflowFailException, match="sft.backend is ray.*runs one pod.*sft.backend: local"):
+        operator.configure_pod()
+
+
 def test_training_operator_refuses_an_unknown_backend():
     from airflow.sdk.exceptions import AirflowFailException
 

@@ -64,7 +64,9 @@ def test_fingerprinted_settings_are_the_steps_own_results_not_operations():
     config = SRLMConfig()
     dpo = step_settings(config, "dpo")
     assert dpo["dpo.beta"] == 0.1 and dpo["dpo.learning_rate"] == 1e-6 and "dpo.lora.r" in dpo
-    assert not {"dpo.num_processes", "dpo.per_device_batch_size", "dpo.save_steps"} & set(dpo)
+    assert not {"dpo.num_processes", "dpo.per_device_batch_size", "dpo.backend", "dpo.sharding"} & set(dpo)
+    # checkpoint selection picks M_t among the save_steps checkpoints, so for dpo it decides the result; not for sft
+    assert "dpo.save_steps" in dpo and "sft.save_steps" not in step_settings(config, "sft")
     assert set(step_settings(config, "pairs")) == {f"pairs.{k}" for k in config.to_dict()["pairs"]}
     generate = step_settings(config, "generate")
     assert generate["generate.temperature"] == 0.7 and "generate.shard_size" not in generate

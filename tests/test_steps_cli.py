@@ -99,4 +99,9 @@ def test_quickstart_config_is_a_scaled_down_paper_run():
     assert (quick.generate.num_candidates, quick.judge.num_samples) == (4, 3)
     assert quick.prompts.num_prompts < paper.prompts.num_prompts
     assert (paper.generate.num_candidates, paper.judge.num_samples, paper.dpo.beta) == (4, 3, 0.1)
-    assert paper.to_dict()["dpo"] == SRLMConfig().to_dict()["dpo"]  # the defaults are the paper's values
+    # The defaults are the paper's values; paper.yaml adds only how the job is laid out on its cluster.
+    layout = {"backend", "num_processes", "use_gpu", "per_device_batch_size", "sharding", "fsdp_offload",
+              "mixed_precision", "gradient_checkpointing"}
+    paper_dpo, default_dpo = ({k: v for k, v in c.to_dict()["dpo"].items() if k not in layout}
+                              for c in (paper, SRLMConfig()))  # fmt: skip
+    assert paper_dpo == default_dpo

@@ -44,8 +44,8 @@ def test_dpo_two_steps_move_policy_not_reference(tiny_model_dir, tmp_store, tmp_
     from srlm.training.dpo import build_dpo_trainer
 
     pairs = write_pairs(f"{tmp_store}/pairs", n=8)
-    # paper: β 0.1, 1e-6 → 1e-7, dropout 0.1
-    cfg = DPOTrainingConfig(batch_size=4, per_device_batch_size=2, max_length=128)
+    # paper: β 0.1, 1e-6 → 1e-7, dropout 0.1; the reference model in the step (not precomputed)
+    cfg = DPOTrainingConfig(batch_size=4, per_device_batch_size=2, max_length=128, precompute_ref_log_probs=False)
     trainer, _ = build_dpo_trainer(str(tiny_model_dir), pairs, tmp_path / "out", cfg)
     start = load_file(tiny_model_dir / "model.safetensors")
     assert trainer.ref_model is not None and trainer.ref_model is not trainer.model
@@ -76,7 +76,7 @@ def test_dpo_explicit_reference_model(tiny_model_dir, tmp_store, tmp_path):
 
     other = build_tiny_model(tmp_path / "ref", seed=1)
     pairs = write_pairs(f"{tmp_store}/pairs", n=4)
-    cfg = DPOTrainingConfig(batch_size=4, max_length=128)
+    cfg = DPOTrainingConfig(batch_size=4, max_length=128, precompute_ref_log_probs=False)
     trainer, _ = build_dpo_trainer(str(tiny_model_dir), pairs, tmp_path / "out", cfg, ref_model_path=str(other))
     expected = load_file(other / "model.safetensors")
     ref = state(trainer.ref_model)

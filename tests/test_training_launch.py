@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,11 @@ def test_launcher_trains_commits_registers_and_rerun_is_a_noop(tiny_model_dir, t
     assert record.checkpoint_id == "M0" and record.final and record.training == "sft" and record.step == 2
     assert record.config["save_steps"] == 1 and record.config["learning_rate"] == 5.5e-6  # the full section
     assert record.data_uri == ift and is_committed(record.uri)
+    details = record.details  # how it was trained
+    assert (details["backend"], details["world_size"], details["num_nodes"], details["sharding"]) == (
+        "local", 1, 1, "ddp"
+    )
+    assert details["resumed_from_step"] is None and details["loss"]["first_step"] == 1 and details["loss"]["last_step"] == 2
     table = list_checkpoints(spec.layout)
     assert table.column("checkpoint_id").to_pylist() == ["M0-step1", "M0"]
     assert table.column("final").to_pylist() == [False, True]
@@ -71,6 +77,14 @@ def test_launcher_trains_commits_registers_and_rerun_is_a_noop(tiny_model_dir, t
 
     monkeypatch.setattr(launch, "_stream", no_process)
     assert run_training_job(spec, echo=False) == record
+
+
+def test_backend_picks_the_job_process():
+    spec_path = Path("spec.json")
+    assert launch._command("sft", spec_path, 1, False)[1:3] == ["-m", "srlm.training.launch"]
+    assert "accelerate.commands.launch" in launch._command("sft", spec_path, 2, False)
+    ray = launch._command("dpo", spec_path, 2, True, backend="ray")  # Ray Train places the 2 workers itself
+    assert ray[1:] == ["-m", "srlm.training.ray_train", "dpo", "--spec", "spec.json", "--force"]
 
 
 def test_launcher_failure_raises_with_the_jobs_last_lines(tiny_model_dir, tmp_store):

@@ -89,3 +89,33 @@ def test_register_refuses_uncommitted_uri_bad_id_and_kind(tmp_store):
         register_checkpoint(layout, "M1/../x", 1, layout.model("M1"), "M0", "dpo", None, True, None, None)
     with pytest.raises(StoreError, match="training must be one of"):
         register_checkpoint(layout, "M1", 1, layout.model("M1"), "M0", "ppo", None, True, None, None)
+
+
+def test_details_roundtrip_and_old_entries_without_details_still_read(tmp_store, tmp_path, monkeypatch):
+    """details is stored as JSON; entries written before details_json existed (schema version 1) read as {}."""
+    import pyarrow as pa
+
+    from srlm.store import read_manifest, schemas, write_table
+
+    layout = RunLayout(tmp_store, "exp")
+    details = {"backend": "ray", "world_size": 2, "nodes": ["a", "b"], "selection": {"selected_step": 4}}
+    record = register(layout, "M1", 1, tmp_path, step=4, details=details)
+    assert record.details == details and get_checkpoint(layout, "M1").details == details
+
+    old = pa.schema([f for f in schemas.SCHEMAS["checkpoints"] if f.name != "details_json"])
+    row = {name: value for name, value in record.to_dict().items() if name != "details_json"}
+    row.update(checkpoint_id="M0", iteration=0, training="sft", step=2, uri=commit_model(layout, "M0", tmp_path))
+    with monkeypatch.context() as patch:  # what srlm wrote before schema version 2
+        patch.setitem(schemas.SCHEMAS, "checkpoints", old)
+        patch.setattr(schemas, "SCHEMA_VERSION", 1)
+        write_table(layout.registry_entry("M0"), pa.Table.from_pylist([row], schema=old), "checkpoints")
+    assert read_manifest(layout.registry_entry("M0")).schema_version == 1
+    record = get_checkpoint(layout, "M0")
+    assert record.details_json is None and record.details == {} and record.step == 2
+    assert list_checkpoints(layout).column("details_json").to_pylist() == [None, record_json(details)]
+
+
+def record_json(details: dict) -> str:
+    import json
+
+    return json.dumps(details, sort_keys=True)

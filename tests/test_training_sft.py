@@ -187,3 +187,110 @@ def test_sft_dataset_errors(tmp_store):
         sft_dataset([prompts])
     with pytest.raises(DataError):
         sft_dataset([])
+
+
+# ------------------------------------------------------------------------------------------------ sharding and dtype
+
+
+def test_auto_sharding_is_fsdp_only_on_more_than_one_gpu():
+    from srlm.config import effective_sharding
+
+    assert effective_sharding("auto", gpus=True, world_size=16) == "fsdp"
+    assert effective_sharding("auto", gpus=True, world_size=1) == "ddp"  # one process has nothing to shard across
+    assert effective_sharding("auto", gpus=False, world_size=2) == "ddp"  # CPU: DDP over gloo
+    assert effective_sharding("fsdp", gpus=False, world_size=2) == "fsdp"  # explicit: refused at trainer build
+
+
+def test_fsdp_arguments_wrap_the_decoder_layer_with_fp32_shards_and_fsdp_checkpointing(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """On GPUs (simulated: the arguments are built, not run; this CPU cannot run FSDP), fsdp becomes FSDP2 full
+    sharding with the architecture's decoder layer as the unit, activation checkpointing through FSDP instead of
+    the Trainer's, per-rank resumable shards, and the master weights left in the dtype they were loaded in."""
+    import torch
+
+    from srlm.training.common import common_trainer_kwargs
+    from srlm.training.modeling import load_for_training
+
+    model, _ = load_for_training(str(tiny_model_dir), 0.0)
+    assert next(model.parameters()).dtype == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = small_cfg(sharding="auto", gradient_checkpointing=True, fsdp_offload=True, mixed_precision="bf16")
+    kwargs = common_trainer_kwargs(cfg, str(tmp_path), "sft", None, model=model)
+    assert kwargs["fsdp"] is True and kwargs["gradient_checkpointing"] is False
+    fsdp = kwargs["fsdp_config"]
+    assert fsdp["version"] == 2 and fsdp["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+    assert fsdp["activation_checkpointing"] is True and fsdp["cpu_offload"] is True
+    assert fsdp["state_dict_type"] == "SHARDED_STATE_DICT"
+    # world size 1: nothing to shard, plain arguments
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert "fsdp" not in common_trainer_kwargs(small_cfg(mixed_precision="no"), str(tmp_path), "sft", None, model=model)
+
+
+def test_fsdp_without_gpus_is_one_clear_error(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
+    from srlm.training.common import common_trainer_kwargs
+    from srlm.training.modeling import load_for_training
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model, _ = load_for_training(str(tiny_model_dir), 0.0)
+    with pytest.raises(ConfigError, match=r"sft\.sharding: fsdp needs GPUs"):
+        common_trainer_kwargs(small_cfg(sharding="fsdp", mixed_precision="no"), str(tmp_path), "sft", None, model=model)
+
+
+def test_fsdp_with_lora_and_offload_with_ddp_are_refused_by_the_config():
+    from srlm.config import config_from_dict, effective_sharding
+
+    with pytest.raises(ConfigError, match=r"sft\.sharding: fsdp with lora\.enabled is not supported"):
+        config_from_dict({"sft": {"sharding": "fsdp", "lora": {"enabled": True}}}, "test")
+    with pytest.raises(ConfigError, match=r"dpo\.fsdp_offload: needs sharding fsdp or auto"):
+        config_from_dict({"dpo": {"sharding": "ddp", "fsdp_offload": True}}, "test")
+    assert effective_sharding("auto", gpus=True, world_size=8, lora=True) == "ddp"  # auto never picks the refusal
+
+
+def test_bf16_master_weights_load_the_model_in_bf16(tiny_model_dir):
+    import torch
+
+    from srlm.training.modeling import load_for_training
+
+    model, _ = load_for_training(str(tiny_model_dir), 0.0, "bf16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_unsharded_training_saves_the_models_own_weights(tiny_model_dir):
+    """gathered_state_dict is a collective only under FSDP; elsewhere save_checkpoint saves the model itself."""
+    from accelerate import Accelerator
+
+    from srlm.training.modeling import gathered_state_dict
+
+    assert gathered_state_dict(Accelerator(cpu=True), object()) is None
+
+
+def test_resumable_saves_keep_the_trainers_own_latest_state(tiny_model_dir, tmp_store, tmp_path):
+    """With resumable saves (the Ray engine asks for them) the Trainer writes checkpoint-N with optimizer and
+    scheduler state every save_steps, keeping only the latest; resuming from one continues at step N."""
+    from srlm.training.common import TrainerRuntime
+    from srlm.training.sft import train_sft
+
+    uri = write_sft_examples(f"{tmp_store}/ift", n=8)
+    out = tmp_path / "out"
+    train_sft(str(tiny_model_dir), [uri], out, small_cfg(num_train_epochs=1, save_steps=1), max_steps=2,
+              runtime=TrainerRuntime(resumable_saves=True))
+    saves = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert saves == ["checkpoint-2"]
+    assert (out / "checkpoint-2" / "optimizer.pt").is_file() and (out / "checkpoint-2" / "scheduler.pt").is_file()
+    from transformers import TrainerCallback
+
+    class StepsRun(TrainerCallback):
+        steps: list[int] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps.append(state.global_step)
+
+    resumed = tmp_path / "resumed"
+    train_sft(str(tiny_model_dir), [uri], resumed, small_cfg(num_train_epochs=1, save_steps=1), max_steps=3,
+              runtime=TrainerRuntime(resume_from=str(out / "checkpoint-2"), callbacks=[StepsRun()]))
+    assert StepsRun.steps == [3]  # steps 1–2 were not redone
+    assert json.loads((resumed / "training_log.json").read_text())["global_step"] == 3

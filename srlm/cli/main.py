@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = [
     "srlm.cli.eval",  # srlm eval winrate / head2head / reward-model / monitors
     "srlm.cli.report",  # srlm report
     "srlm.cli.config",  # srlm config check / show
+    "srlm.cli.plan",  # srlm plan-resources
 ]
 
 

@@ -147,9 +147,11 @@ def run_iterate(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from srlm.planning.resources import refuse_unfit_plan
     from srlm.steps.iterate import run
 
     ctx = _context(args, **{"model.base": args.model, "run.iterations": args.iterations})
+    refuse_unfit_plan(ctx.config)  # a cluster budget the run cannot fit stops it here, before any step
     result = run(ctx, force=args.force)
     print(result.final_checkpoint_uri)
     return 0

@@ -469,7 +469,8 @@ def open_model_backend(ctx: StepContext, model: ModelRef):
     """A generation backend serving `model` with the context's backend settings (close it, or use `with`)."""
     from srlm.generation.factory import open_backend
 
-    return open_backend(local_model_path_of(ctx, model), ctx.config.backend, dtype=ctx.config.model.dtype)
+    path, config = local_model_path_of(ctx, model), ctx.config
+    return open_backend(path, config.backend, dtype=config.model.dtype, chat_template=config.model.chat_template)
 
 
 def source_fingerprint(source: str) -> dict[str, Any]:

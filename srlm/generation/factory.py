@@ -38,13 +38,16 @@ def resolve_backend_name(name: str) -> str:
     return name
 
 
-def open_backend(model_path: str, cfg: BackendConfig, *, dtype: str = "auto") -> GenerationBackend:
-    """Start the configured backend on a local HF model directory; close() it (or use `with`) when done."""
+def open_backend(
+    model_path: str, cfg: BackendConfig, *, dtype: str = "auto", chat_template: str | None = None
+) -> GenerationBackend:
+    """Start the configured backend on a local HF model directory; close() it (or use `with`) when done.
+    `chat_template` is config model.chat_template (a built-in name or a Jinja file), replacing the tokenizer's."""
     name = resolve_backend_name(cfg.backend)
     if name == "vllm":
         from srlm.generation.vllm_backend import VLLMBackend
 
-        return VLLMBackend(model_path, cfg, dtype=dtype)
+        return VLLMBackend(model_path, cfg, dtype=dtype, chat_template=chat_template)
     from srlm.generation.transformers_backend import TransformersBackend
 
-    return TransformersBackend(model_path, cfg, dtype=dtype)
+    return TransformersBackend(model_path, cfg, dtype=dtype, chat_template=chat_template)

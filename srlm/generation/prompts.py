@@ -21,16 +21,23 @@ if TYPE_CHECKING:
 CHATML_END_OF_TURN = "<|im_end|>"
 
 
-def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
-    """The model's tokenizer, padding on the left (decoder-only batches grow to the right)."""
+def load_tokenizer(model_path: str, chat_template: str | None = None) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, padding on the left (decoder-only batches grow to the right). `chat_template` is
+    config model.chat_template (a built-in name or a Jinja file): when given it replaces the tokenizer's own, as it
+    does in SFT, so generation and judging format chats exactly as training did."""
     from transformers import AutoTokenizer
+
+    from srlm.models.chat_templates import resolve_chat_template
 
     if not Path(model_path).is_dir():
         raise ModelError(f"{model_path}: model directory not found")
+    template = resolve_chat_template(chat_template) if chat_template else None  # a bad value fails before loading
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{model_path}: cannot load tokenizer: {exc}") from exc
+    if template is not None:
+        tokenizer.chat_template = template
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -82,7 +89,8 @@ def render_prompt_ids(tokenizer: PreTrainedTokenizerBase, requests: Sequence[Req
             _check_chat(request, index)
             if not tokenizer.chat_template:
                 raise BackendError(
-                    f"request {index}: chat messages need a chat template, and {tokenizer.name_or_path} has none"
+                    f"request {index}: chat messages need a chat template, and {tokenizer.name_or_path} has none; "
+                    "set model.chat_template to a built-in name or a Jinja file"
                 )
             # Rendered to text first, then tokenized without special tokens: the template already holds any BOS.
             text = tokenizer.apply_chat_template(request, tokenize=False, add_generation_prompt=True)

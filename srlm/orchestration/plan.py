@@ -83,15 +83,18 @@ def plan_run(
     force: bool = False,
     search: tuple[Path, ...] = (),
 ) -> RunPlan:
-    """Load the config file, apply dotted overrides (validating the whole config), make local store paths absolute.
+    """Load the config file, apply dotted overrides (validating the whole config), refuse a run that cannot fit the
+    config's cluster budget (srlm.planning.resources; no budget, no check), make local store paths absolute.
 
     Absolute store paths matter because a step runs in another process (a Ray job, a pod) with another working
     directory; a relative `srlm-store` would silently point somewhere else there.
     """
     from srlm.config import load_config
+    from srlm.planning.resources import refuse_unfit_plan
     from srlm.store.uri import FILE_SCHEME, is_local, local_path
 
     config = load_config(resolve_config_path(config_path, search), dict(overrides or {}))
+    refuse_unfit_plan(config)
     if is_local(config.store.uri):
         absolute = local_path(config.store.uri)
         config.store.uri = FILE_SCHEME + absolute if config.store.uri.startswith(FILE_SCHEME) else absolute

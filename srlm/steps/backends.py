@@ -9,6 +9,7 @@ first, so two engines never compete for the same memory.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -26,10 +27,12 @@ log = logging.getLogger(__name__)
 BackendOpener = Callable[[str, BackendConfig, str], GenerationBackend]
 
 
-def open_generation_backend(model_path: str, backend_config: BackendConfig, dtype: str) -> GenerationBackend:
+def open_generation_backend(
+    model_path: str, backend_config: BackendConfig, dtype: str, chat_template: str | None = None
+) -> GenerationBackend:
     from srlm.generation.factory import open_backend
 
-    return open_backend(model_path, backend_config, dtype=dtype)
+    return open_backend(model_path, backend_config, dtype=dtype, chat_template=chat_template)
 
 
 class BackendPool:
@@ -105,7 +108,7 @@ def new_backend_pool(ctx: StepContext, opener: BackendOpener | None = None) -> B
         ctx.config.backend,
         dtype=ctx.config.model.dtype,
         resolve_path=lambda model: local_model_path(ctx, model),
-        opener=opener,
+        opener=opener or functools.partial(open_generation_backend, chat_template=ctx.config.model.chat_template),
         echo=ctx.echo,
     )
 

@@ -1,4 +1,6 @@
-"""Step `dpo`: iteration t trains M_t from M_{t-1} on the iteration's preference pairs (reference = M_{t-1})."""
+"""Step `dpo`: iteration t trains M_t from M_{t-1} on the iteration's preference pairs (reference = M_{t-1}, its
+log-probs precomputed and stored with the pairs); M_t is the checkpoint that dpo.checkpoint_selection picks
+(srlm.training.selection), and the step summary shows every candidate's held-out scores."""
 
 from __future__ import annotations
 

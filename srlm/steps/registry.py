@@ -105,10 +105,13 @@ class StepDef:
 
 # The training sections' keys that decide how a job runs, not the model it produces: the global batch size is
 # fixed (accumulation makes it up from the micro-batch over however many processes), gradient checkpointing
-# recomputes the same activations, save_steps only adds intermediate saves, and precomputing the reference
-# log-probs computes the same numbers up front. mixed_precision, seed, dropout, … stay in: they change the weights.
+# recomputes the same activations, precomputing the reference log-probs computes the same numbers up front, and
+# where the workers run or how their state is sharded does not change the arithmetic. For sft, save_steps only adds
+# intermediate saves; for dpo it is not operational, because checkpoint selection chooses M_t among those saves.
+# mixed_precision, master_weights, seed, dropout, … stay in: they change the weights.
 TRAINING_OPERATIONAL = (
-    "per_device_batch_size", "num_processes", "gradient_checkpointing", "save_steps", "precompute_ref_log_probs",
+    "per_device_batch_size", "num_processes", "gradient_checkpointing", "precompute_ref_log_probs",
+    "backend", "use_gpu", "cpus_per_worker", "placement_strategy", "max_failures", "sharding", "fsdp_offload",
 )
 # How many outputs a generation step packs into one committed shard: a resumption detail, not a result.
 SHARDING = ("shard_size",)
@@ -138,8 +141,8 @@ STEPS: tuple[StepDef, ...] = (
         timeout=timedelta(hours=24),
         iteration=False,
         resources=TRAINING,
-        config_keys=("sft",),
-        operational_keys=tuple(f"sft.{k}" for k in TRAINING_OPERATIONAL),
+        config_keys=("sft", "model.chat_template"),
+        operational_keys=tuple(f"sft.{k}" for k in (*TRAINING_OPERATIONAL, "save_steps")),
         model_key="model.base",
         cli=(
             CliOption("--model", "config:model.base",
@@ -160,7 +163,7 @@ STEPS: tuple[StepDef, ...] = (
         iteration=True,
         resources=GENERATION,
         # prompts.model is the "model" input (its fingerprint); backend.seed seeds the shots each round shows.
-        config_keys=("prompts", "backend.seed"),
+        config_keys=("prompts", "backend.seed", "model.chat_template"),
         operational_keys=("prompts.model",),
         cli=(
             CliOption("--model", "config:prompts.model", "Generating model (prompts.model). Default: M_{T-1}.",
@@ -179,7 +182,7 @@ STEPS: tuple[StepDef, ...] = (
         timeout=timedelta(hours=8),
         iteration=True,
         resources=GENERATION,
-        config_keys=("generate", "backend.seed"),
+        config_keys=("generate", "backend.seed", "model.chat_template"),
         operational_keys=tuple(f"generate.{k}" for k in SHARDING),
         cli=(
             CliOption("--model", "model",
@@ -198,7 +201,7 @@ STEPS: tuple[StepDef, ...] = (
         iteration=True,
         resources=GENERATION,
         # judge.model is the "model" input; the template's text is an input too (its sha256), not its name.
-        config_keys=("judge", "backend.seed"),
+        config_keys=("judge", "backend.seed", "model.chat_template"),
         operational_keys=("judge.model", "judge.template", *(f"judge.{k}" for k in SHARDING)),
         cli=(
             CliOption("--model", "config:judge.model",

@@ -66,6 +66,8 @@ def train(
         ref_model=None,  # DPO's reference is the input model M_{t-1}, as in the paper
         store=dataclasses.asdict(ctx.config.store),
         model_cache_dir=ctx.config.model.cache_dir,
+        chat_template=ctx.config.model.chat_template,
+        ray_address=ctx.config.backend.ray_address,
         producer=producer,
     )
     ctx.echo(f"{kind}: training {checkpoint} from {parent_id or model_spec} in a separate process")
@@ -92,8 +94,35 @@ def training_summary(
     summary.add("epochs", epochs, text=None if epochs is not None else "n/a")
     if step == "dpo":
         summary.add("beta", trained.get("beta"), "β", None if trained.get("beta") is not None else "n/a")
+        add_selection(summary, record)
     ctx.save_summary(summary)
     return StepResult(record.uri, summary, reused, outputs={"checkpoint_id": record.checkpoint_id})
+
+
+def add_selection(summary: StepSummary, record: Any) -> None:
+    """Which DPO checkpoint became M_t and every candidate's held-out scores (srlm.training.selection's record,
+    kept in the registry record's details); nothing for a checkpoint registered without one."""
+    try:
+        selection = (getattr(record, "details", None) or {}).get("selection")
+    except ValueError:  # unreadable details_json
+        selection = None
+    if not selection:
+        return
+    chosen, candidates = selection.get("selected_step"), selection.get("candidates") or []
+    if not candidates:
+        text = f"{selection.get('rule')}: the last step (step {chosen}); {selection.get('reason')}"
+        summary.add("checkpoint_selection", selection, "checkpoint selection", text)
+        return
+    text = (
+        f"best {selection.get('metric', '').replace('_', ' ')} on {selection.get('validation_pairs')} held-out "
+        f"pairs: step {chosen} of {len(candidates)} candidates"
+    )
+    summary.add("checkpoint_selection", selection, "checkpoint selection", text)
+    for candidate in candidates:
+        name = candidate.get("checkpoint_id") or "last step"
+        mark = "  ← M_t" if candidate.get("step") == chosen else ""
+        scores = f"reward accuracy {candidate['reward_accuracy']:.3f}, loss {candidate['loss']:.4f}"
+        summary.lines.append((f"  step {candidate['step']}", f"{scores} ({name}){mark}"))
 
 
 def trained_with(record: Any) -> dict[str, Any]:

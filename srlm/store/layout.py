@@ -58,6 +58,12 @@ class RunLayout:
     def pairs(self, t: int) -> str:
         return join_uri(self.iteration(t), "pairs")
 
+    @staticmethod
+    def reference_log_probs(pairs_uri: str) -> str:
+        """The DPO reference model's log-probs of a pairs table's rows (srlm.training.reference), stored inside the
+        pairs artifact (as shards are), so they go wherever the pairs go and exist for any pairs URI."""
+        return join_uri(pairs_uri, "reference_log_probs")
+
     def summary(self, t: int, step: str) -> str:
         """A step's summary (JSON + text) beside the artifacts; iteration 0 holds the seed SFT's."""
         return join_uri(self.iteration(t), "summaries", step)

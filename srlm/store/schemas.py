@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
@@ -93,6 +93,15 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("rejected_tokens", pa.int32()),
         ]
     ),
+    # DPO reference log-probs of a pairs table's rows (summed over each response's tokens), keyed by row index.
+    "reference_log_probs": pa.schema(
+        [
+            pa.field("pair_index", pa.int64(), nullable=False),  # row of the pairs table
+            pa.field("prompt_id", pa.string(), nullable=False),
+            pa.field("ref_chosen_logps", pa.float32(), nullable=False),
+            pa.field("ref_rejected_logps", pa.float32(), nullable=False),
+        ]
+    ),
     # Checkpoint registry: one committed single-row table per checkpoint under <run>/registry/<checkpoint_id>.
     "checkpoints": pa.schema(
         [
@@ -107,6 +116,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("data_uri", pa.string()),  # training data it saw
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
             pa.field("config_json", pa.string()),
+            # JSON: how it was trained (backend, world size, nodes, precision, sharding, resumed-from step,
+            # checkpoint selection); added in schema version 2, null in older entries.
+            pa.field("details_json", pa.string()),
         ]
     ),
     # Evaluation results, keyed by (checkpoint_id, suite, suite_version); one row per metric.

@@ -41,21 +41,30 @@ def sft_dataset(uris: Sequence[str]) -> Dataset:
     return Dataset.from_list(rows)
 
 
+# Columns that identify a pair (its row in the pairs table, its prompt): they travel through TRL's tokenization, so
+# reference log-probs computed on a (split) dataset can be stored by row; the Trainer drops them before batching.
+PAIR_INDEX = "pair_index"
+PROMPT_ID = "prompt_id"
+
+
 def dpo_dataset(uri: str) -> Dataset:
-    """The preference pairs of the pairs table at `uri`."""
+    """The preference pairs of the pairs table at `uri`, in table order, each with its row index (PAIR_INDEX) and
+    prompt id."""
     from datasets import Dataset
 
     from srlm.store import read_table
 
-    table = read_table(uri, "pairs", columns=["prompt", "chosen", "rejected"])
+    table = read_table(uri, "pairs", columns=["prompt_id", "prompt", "chosen", "rejected"])
     if table.num_rows == 0:
         raise DataError(f"{uri}: the pairs table is empty; nothing to train on (were all candidate scores tied?)")
     rows = [
         {
+            PAIR_INDEX: index,
+            PROMPT_ID: row["prompt_id"],
             "prompt": [{"role": "user", "content": row["prompt"]}],
             "chosen": [{"role": "assistant", "content": row["chosen"]}],
             "rejected": [{"role": "assistant", "content": row["rejected"]}],
         }
-        for row in table.to_pylist()
+        for index, row in enumerate(table.to_pylist())
     ]
     return Dataset.from_list(rows)

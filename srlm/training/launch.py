@@ -4,8 +4,10 @@ store and register it.
     python -m srlm.training.launch {sft,dpo} --spec SPEC.json [--force]
 
 Training runs in a separate process so the caller (CLI, pipeline step, Airflow worker) never holds torch/CUDA state
-and a crash or OOM in training cannot take the caller down; with num_processes > 1 the same module runs under
-`accelerate launch`, one process per GPU, and only rank 0 writes to the store.
+and a crash or OOM in training cannot take the caller down. The section's `backend` picks the engine: `local` runs
+this module (under `accelerate launch`, one process per GPU, when num_processes > 1); `ray` runs
+srlm.training.ray_train, a Ray Train driver whose workers call `execute` here. Either way only rank 0 writes to the
+store, and the registry records how the checkpoint was trained (CheckpointRecord.details).
 
 Idempotent: a checkpoint already committed and registered as final is not trained again (exit 0) unless --force.
 Intermediate saves become `<checkpoint_id>-step<N>` artifacts, registered with final=False.
@@ -19,17 +21,22 @@ import dataclasses
 import json
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srlm.checkpoint_ids import step_checkpoint_id
 from srlm.errors import ConfigError, SrlmError
 from srlm.json_objects import check_fields, load_json_object
+
+if TYPE_CHECKING:
+    from srlm.training.common import TrainerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,13 @@ class TrainingJobSpec:
         default_factory=dict, metadata={"help": "StoreConfig fields (S3 endpoint/region); credentials stay in env."}
     )
     model_cache_dir: str | None = field(default=None, metadata={"help": "config.model.cache_dir."})
+    ray_address: str | None = field(
+        default=None,
+        metadata={"help": "backend ray: config.backend.ray_address (None: RAY_ADDRESS, else a local Ray head)."},
+    )
+    chat_template: str | None = field(
+        default=None, metadata={"help": "config.model.chat_template (a built-in name or a Jinja file), if any."}
+    )
     work_dir: str | None = field(
         default=None, metadata={"help": "Local scratch directory shared by all ranks (default: a temp dir)."}
     )
@@ -119,9 +133,17 @@ class TrainingJobSpec:
 # ------------------------------------------------------------------------------------------------ in the job process
 
 
-def execute(spec: TrainingJobSpec, *, force: bool = False):
+def execute(
+    spec: TrainingJobSpec,
+    *,
+    force: bool = False,
+    runtime: TrainerRuntime | None = None,
+    details: dict[str, Any] | None = None,
+):
     """Train and register `spec`'s checkpoint in this process (all ranks call it); returns the registry record on
-    rank 0 (None elsewhere)."""
+    rank 0 (None elsewhere). `runtime` is what the engine adds to the trainer (Ray Train: reporting resumable saves,
+    resuming one); `details` what it knows of the job beyond this process (Ray Train: the workers' nodes), merged
+    into the registry record's details."""
     from srlm.store import configure_store
     from srlm.training.registry import get_checkpoint
 
@@ -137,11 +159,22 @@ def execute(spec: TrainingJobSpec, *, force: bool = False):
     work_dir = Path(spec.work_dir) if spec.work_dir else Path(tempfile.mkdtemp(prefix=f"srlm-{spec.kind}-"))
     output_dir = work_dir / spec.checkpoint_id
     try:
-        final = _train(spec, cfg, output_dir, force=force)
+        final = _train(spec, cfg, output_dir, force=force, runtime=runtime)
         if not is_main:
             return None
+        from srlm.training.selection import read_selection
+
+        record_details = {**training_details(cfg, spec.kind, runtime), **(details or {})}
+        record_details["loss"] = _loss_summary(output_dir)
         steps = _trained_steps(output_dir)
-        _commit_and_register(spec, final, step=steps, final=True, checkpoint_id=spec.checkpoint_id, force=force)
+        selection = read_selection(output_dir)
+        if selection is not None:  # checkpoint selection ran: M_t is the selected step's model (last or earlier)
+            record_details["selection"] = selection
+            record_details["trained_steps"] = steps
+            steps = int(selection["selected_step"])
+        _commit_and_register(
+            spec, final, step=steps, final=True, checkpoint_id=spec.checkpoint_id, force=force, details=record_details
+        )
         return get_checkpoint(layout, spec.checkpoint_id)
     finally:
         if is_main and not spec.work_dir:
@@ -176,25 +209,65 @@ def _finished(spec: TrainingJobSpec) -> bool:
 
 
 def _is_main() -> bool:
-    """Rank 0 of an accelerate/torchrun job, or a plain process."""
+    """Rank 0 of an accelerate/torchrun/Ray Train job, or a plain process."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _train(spec: TrainingJobSpec, cfg: Any, output_dir: Path, *, force: bool) -> Path:
+def training_details(cfg: Any, section: str, runtime: TrainerRuntime | None) -> dict[str, Any]:
+    """How this process's job trains, for the registry: engine, world size, nodes, precision, sharding, and the
+    step an interrupted attempt was resumed from. The Ray engine overrides `backend` and `nodes` with what its
+    workers report."""
+    from srlm.training.common import job_sharding, use_bf16, world_size
+
+    return {
+        "backend": "local",
+        "world_size": world_size(),
+        "nodes": [platform.node()],  # local: accelerate launch --num_machines 1
+        "num_nodes": 1,
+        "precision": {
+            "autocast": "bf16" if use_bf16(cfg.mixed_precision, section) else "fp32",
+            "master_weights": cfg.master_weights,
+        },
+        "sharding": job_sharding(cfg),
+        "resumed_from_step": resumed_step(runtime.resume_from) if runtime and runtime.resume_from else None,
+    }
+
+
+def resumed_step(checkpoint_dir: str | Path) -> int | None:
+    """The optimizer step a Trainer checkpoint directory was saved at (its trainer_state.json)."""
+    try:
+        return int(json.loads((Path(checkpoint_dir) / "trainer_state.json").read_text())["global_step"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _train(
+    spec: TrainingJobSpec, cfg: Any, output_dir: Path, *, force: bool, runtime: TrainerRuntime | None = None
+) -> Path:
     from srlm.models import resolve_model
+    from srlm.models.chat_templates import resolve_chat_template
+    from srlm.training.common import TrainerRuntime
 
     model_path = resolve_model(spec.model, spec.model_cache_dir)
+    runtime = runtime or TrainerRuntime()
+    if spec.chat_template:
+        runtime = dataclasses.replace(runtime, chat_template=resolve_chat_template(spec.chat_template))
 
-    def on_checkpoint(step: int, directory: Path) -> None:
+    def on_checkpoint(step: int, directory: Path) -> str:
         checkpoint_id = step_checkpoint_id(spec.checkpoint_id, step)
         _commit_and_register(spec, directory, step=step, final=False, checkpoint_id=checkpoint_id, force=force)
-        shutil.rmtree(directory, ignore_errors=True)  # it lives in the store now; keep local disk bounded
+        if spec.kind == "sft":
+            shutil.rmtree(directory, ignore_errors=True)  # in the store now; keep local disk bounded
+        # dpo: checkpoint selection (srlm.training.selection) still scores this directory and deletes the ones it
+        # does not keep.
+        return checkpoint_id
 
     if spec.kind == "sft":
         from srlm.training.sft import train_sft
 
         return train_sft(
-            model_path, spec.data_uris, output_dir, cfg, on_checkpoint=on_checkpoint, max_steps=spec.max_steps
+            model_path, spec.data_uris, output_dir, cfg, on_checkpoint=on_checkpoint, max_steps=spec.max_steps,
+            runtime=runtime,
         )
     from srlm.training.dpo import train_dpo
 
@@ -207,21 +280,37 @@ def _train(spec: TrainingJobSpec, cfg: Any, output_dir: Path, *, force: bool) ->
         ref_model_path=ref_path,
         on_checkpoint=on_checkpoint,
         max_steps=spec.max_steps,
+        runtime=runtime,
     )
 
 
 def _commit_and_register(
-    spec: TrainingJobSpec, directory: Path, *, step: int | None, final: bool, checkpoint_id: str, force: bool
+    spec: TrainingJobSpec,
+    directory: Path,
+    *,
+    step: int | None,
+    final: bool,
+    checkpoint_id: str,
+    force: bool,
+    details: dict[str, Any] | None = None,
 ) -> None:
     from srlm.store import write_directory
 
     job = {k: v for k, v in dataclasses.asdict(spec).items() if k != "producer"}
     producer = {"config": spec.config, **spec.producer, "training_job": job}
     write_directory(spec.layout.model(checkpoint_id), directory, kind="checkpoint", producer=producer, force=force)
-    _register(spec, checkpoint_id, step=step, final=final, force=force)
+    _register(spec, checkpoint_id, step=step, final=final, force=force, details=details)
 
 
-def _register(spec: TrainingJobSpec, checkpoint_id: str, *, step: int | None, final: bool, force: bool):
+def _register(
+    spec: TrainingJobSpec,
+    checkpoint_id: str,
+    *,
+    step: int | None,
+    final: bool,
+    force: bool,
+    details: dict[str, Any] | None = None,
+):
     from srlm.training.registry import register_checkpoint
 
     return register_checkpoint(
@@ -235,8 +324,21 @@ def _register(spec: TrainingJobSpec, checkpoint_id: str, *, step: int | None, fi
         final=final,
         data_uri=",".join(spec.data_uris),
         config=dataclasses.asdict(spec.section()),
+        details=details,
         force=force,
     )
+
+
+def _loss_summary(output_dir: Path) -> dict[str, Any] | None:
+    """The training loss at the first and the last logged step (from the Trainer's log history)."""
+    try:
+        history = json.loads((output_dir / "training_log.json").read_text())["log"]
+    except (OSError, ValueError, KeyError):
+        return None
+    losses = [(int(entry["step"]), float(entry["loss"])) for entry in history if "loss" in entry and "step" in entry]
+    if not losses:
+        return None
+    return {"first_step": losses[0][0], "first": losses[0][1], "last_step": losses[-1][0], "last": losses[-1][1]}
 
 
 def _trained_steps(output_dir: Path) -> int | None:
@@ -246,8 +348,13 @@ def _trained_steps(output_dir: Path) -> int | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m srlm.training.launch", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, *, engine: Callable[..., Any] | None = None, prog: str | None = None) -> int:
+    """The job process's command line; `engine(spec, force=…)` trains and returns the record (default: execute,
+    in this process; srlm.training.ray_train passes its Ray Train driver)."""
+    engine = engine or execute
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m srlm.training.launch", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--spec", required=True, metavar="SPEC.json", help="TrainingJobSpec as JSON.")
     parser.add_argument("--force", action="store_true", help="Train again even if the checkpoint is registered.")
@@ -260,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = TrainingJobSpec.from_json(path.read_text(), str(path))
         if spec.kind != args.kind:
             raise ConfigError(f"{path}: spec is for {spec.kind!r} but {args.kind!r} was asked for")
-        record = execute(spec, force=args.force)
+        record = engine(spec, force=args.force)
     except SrlmError as exc:
         print(f"srlm training: error: {exc}", file=sys.stderr)
         return 1
@@ -275,9 +382,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_training_job(
     spec: TrainingJobSpec, num_processes: int | None = None, *, force: bool = False, echo: bool = True
 ):
-    """Run `spec` in a child process (under `accelerate launch` when num_processes > 1), streaming its output to
-    this process's stdout, and return the registered CheckpointRecord. A failed job raises SrlmError quoting the
-    last lines of its output."""
+    """Run `spec` in a child process (backend local: under `accelerate launch` when num_processes > 1; backend ray:
+    a Ray Train driver, srlm.training.ray_train), streaming its output to this process's stdout, and return the
+    registered CheckpointRecord. A failed job raises SrlmError quoting the last lines of its output."""
     from srlm.training.registry import get_checkpoint
 
     section = spec.section()  # a bad config fails here, before a training process starts
@@ -295,7 +402,7 @@ def run_training_job(
         job = dataclasses.replace(spec, work_dir=spec.work_dir or str(Path(tmp) / "work"))
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(job.to_json())
-        command = _command(spec.kind, spec_path, num_processes, force)
+        command = _command(spec.kind, spec_path, num_processes, force, backend=section.backend)
         log.info("starting %s training of %s: %s", spec.kind, spec.checkpoint_id, " ".join(command))
         returncode, tail = _stream(command, echo=echo)
     if returncode != 0:
@@ -309,8 +416,11 @@ def run_training_job(
     return record
 
 
-def _command(kind: str, spec_path: Path, num_processes: int, force: bool) -> list[str]:
-    job = ["srlm.training.launch", kind, "--spec", str(spec_path)] + (["--force"] if force else [])
+def _command(kind: str, spec_path: Path, num_processes: int, force: bool, backend: str = "local") -> list[str]:
+    arguments = [kind, "--spec", str(spec_path)] + (["--force"] if force else [])
+    if backend == "ray":  # the driver starts section.num_processes Ray Train workers wherever the cluster has room
+        return [sys.executable, "-m", "srlm.training.ray_train", *arguments]
+    job = ["srlm.training.launch", *arguments]
     if num_processes == 1:
         return [sys.executable, "-m", *job]
     return [

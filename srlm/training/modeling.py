@@ -44,30 +44,41 @@ def dropout_overrides(model_path: str, dropout: float) -> dict[str, float]:
     return fields
 
 
-def load_tokenizer(model_path: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(model_path: str, chat_template: str | None = None) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with `chat_template` (the resolved text of model.chat_template) in place of its own
+    when given; it is saved with the trained checkpoint, so every model trained from it carries it."""
     from transformers import AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{model_path}: cannot load its tokenizer: {exc}") from exc
+    if chat_template:
+        tokenizer.chat_template = chat_template
     if not tokenizer.chat_template:
-        raise ModelError(f"{model_path}: the tokenizer has no chat template; srlm trains on chat-formatted data")
+        raise ModelError(
+            f"{model_path}: the tokenizer has no chat template; srlm trains on chat-formatted data (set "
+            "model.chat_template to a built-in name or a Jinja file)"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_for_training(model_path: str, dropout: float) -> tuple[PreTrainedModel, dict[str, Any]]:
-    """The model in fp32 with training dropout set; also the config values to put back before saving, so a saved
-    checkpoint does not carry training-only settings into inference or the next training run."""
+def load_for_training(
+    model_path: str, dropout: float, master_weights: str = "fp32"
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    """The model in its master-weights dtype (fp32, or bf16 when asked) with training dropout set; also the config
+    values to put back before saving, so a saved checkpoint does not carry training-only settings into inference or
+    the next training run."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     overrides = dropout_overrides(model_path, dropout)
     original = {name: getattr(AutoConfig.from_pretrained(model_path), name) for name in overrides}
+    dtype = torch.bfloat16 if master_weights == "bf16" else torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, **overrides)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **overrides)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{model_path}: cannot load the model: {exc}") from exc
     return model, original
@@ -98,11 +109,28 @@ def peft_config(lora: LoraAdapterConfig) -> Any:
     )
 
 
+def gathered_state_dict(accelerator: Any, model: Any) -> dict[str, Any] | None:
+    """The full (unsharded) state dict of a model being trained, for saving. Under FSDP the shards are gathered to
+    rank 0's CPU memory, so EVERY rank must call this (it is a collective); rank 0 gets the full dict, the others an
+    empty one. Without sharding it is None: save_checkpoint then saves the model's own weights, as it always did."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:  # FSDP2 included
+        return None
+    return accelerator.get_state_dict(model)
+
+
 def save_checkpoint(
-    model: Any, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path, restore_config: dict[str, Any]
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    restore_config: dict[str, Any],
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Save a full Hugging Face checkpoint (safetensors) that transformers and vLLM load directly: LoRA adapters are
-    merged into a copy of the base weights, and training-only config values are put back."""
+    merged into a copy of the base weights, and training-only config values are put back. `state_dict`: the
+    gathered weights of a sharded model (gathered_state_dict); the unwrapped `model` then only supplies the
+    config and class."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plain = _merged_copy(model) if _is_peft(model) else model
@@ -110,7 +138,7 @@ def save_checkpoint(
     for name, value in restore_config.items():
         setattr(plain.config, name, value)
     try:
-        plain.save_pretrained(out, safe_serialization=True)
+        plain.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     finally:
         for name, value in saved_config.items():
             setattr(plain.config, name, value)

@@ -34,10 +34,17 @@ class CheckpointRecord:
     data_uri: str | None
     created_at: datetime
     config_json: str | None
+    # How it was trained (srlm.training.launch.training_details: backend, world size, nodes, precision, sharding,
+    # resumed-from step; checkpoint selection's record under "selection"). None for entries registered before it.
+    details_json: str | None = None
 
     @property
     def config(self) -> dict[str, Any]:
         return json.loads(self.config_json) if self.config_json else {}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return json.loads(self.details_json) if self.details_json else {}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +65,7 @@ def register_checkpoint(
     data_uri: str | None,
     config: dict[str, Any] | None,
     *,
+    details: dict[str, Any] | None = None,
     force: bool = False,
 ) -> CheckpointRecord:
     """Register a committed checkpoint artifact. Registering an id again returns the existing record unchanged
@@ -86,6 +94,7 @@ def register_checkpoint(
         "data_uri": data_uri,
         "created_at": datetime.now(timezone.utc),
         "config_json": json.dumps(config, sort_keys=True, default=str) if config is not None else None,
+        "details_json": json.dumps(details, sort_keys=True, default=str) if details is not None else None,
     }
     write_table(entry, pa.Table.from_pylist([row]), "checkpoints", force=force)
     record = get_checkpoint(layout, checkpoint_id)

@@ -8,7 +8,7 @@ from typing import Any
 
 from srlm.config import SFTTrainingConfig
 from srlm.training.checkpoints import CheckpointHook, train_and_save
-from srlm.training.common import common_trainer_kwargs, load_for_trainer, make_trainer
+from srlm.training.common import TrainerRuntime, common_trainer_kwargs, load_for_trainer, make_trainer
 from srlm.training.data import sft_dataset
 from srlm.training.modeling import peft_config
 
@@ -21,14 +21,15 @@ def build_sft_trainer(
     *,
     on_checkpoint: CheckpointHook | None = None,
     max_steps: int | None = None,
+    runtime: TrainerRuntime | None = None,
 ):
     """The configured TRL SFTTrainer and the config values to restore on save (used by train_sft and tests)."""
     from trl import SFTConfig as TRLSFTConfig, SFTTrainer
 
     dataset = sft_dataset(list(train_uris))
-    tokenizer, model, restore_config = load_for_trainer(model_path, cfg, "sft")
+    tokenizer, model, restore_config = load_for_trainer(model_path, cfg, "sft", runtime)
     args = TRLSFTConfig(
-        **common_trainer_kwargs(cfg, str(output_dir), "sft", max_steps),
+        **common_trainer_kwargs(cfg, str(output_dir), "sft", max_steps, runtime, model),
         completion_only_loss=True,
         packing=False,
         dataset_num_proc=None,
@@ -39,6 +40,7 @@ def build_sft_trainer(
         tokenizer=tokenizer,
         restore_config=restore_config,
         on_checkpoint=on_checkpoint,
+        runtime=runtime,
         model=model,
         args=args,
         train_dataset=dataset,
@@ -52,7 +54,8 @@ def train_sft(
 ) -> Path:
     """Fine-tune `model_path` on the sft_examples tables at `train_uris`; return the final checkpoint directory
     (<output_dir>/final). `options` are build_sft_trainer's: on_checkpoint (intermediate checkpoints also go to
-    <output_dir>/steps/), max_steps (caps optimizer steps, for smoke runs and benchmarks; None trains
+    <output_dir>/steps/), runtime (srlm.training.common.TrainerRuntime), max_steps (caps optimizer steps, for smoke runs and benchmarks; None trains
     cfg.num_train_epochs)."""
     trainer, restore_config = build_sft_trainer(model_path, train_uris, output_dir, cfg, **options)
-    return train_and_save(trainer, restore_config, output_dir)
+    runtime = options.get("runtime")
+    return train_and_save(trainer, restore_config, output_dir, runtime.resume_from if runtime else None)

@@ -26,9 +26,11 @@ except ImportError as exc:
         "(apache-airflow-providers-cncf-kubernetes, in the Airflow image)"
     ) from exc
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from srlm_airflow.operators.ray_job import default_deferrable
 from srlm_airflow.operators.srlm_step import STEP_TEMPLATE_FIELDS, STEP_TEMPLATE_RENDERERS, SrlmStep
-from srlm_airflow.operators.training import TRAINING_GPUS, TRAINING_UI_COLOR, gpu_count
+from srlm_airflow.operators.training import TRAINING_GPUS, TRAINING_UI_COLOR, gpu_count, training_backend
 from srlm_airflow.store_credentials import store_environment
 
 if TYPE_CHECKING:
@@ -97,6 +99,11 @@ class KubernetesTrainingOperator(SrlmStep, KubernetesPodOperator):
 
     def configure_pod(self) -> None:
         """Fill in what depends on the run, from the rendered template fields (called before the pod is built)."""
+        if training_backend(self.plan, self.step) == "ray":
+            raise AirflowFailException(
+                f"{self.task_id}: {self.step}.backend is ray, but the kubernetes training backend runs one pod; set "
+                f"{self.step}.backend: local (accelerate inside the pod, {self.step}.num_processes = its GPUs)"
+            )
         self.cmds = self.step_spec().command(self.python)
         env = {"PYTHONUNBUFFERED": "1"}
         if self.store_secret:

@@ -1,7 +1,9 @@
 """Training steps (seed SFT, DPO): one operator class per backend, chosen when the DAG file is parsed.
 
-- ray (RayTrainingOperator): a Ray job reserving `training_gpus` GPUs for the entrypoint (the trainer runs in that
-  process), with the reattach / resubmit / stop / deferral behaviour of RayJobOperator;
+- ray (RayTrainingOperator): a Ray job with the reattach / resubmit / stop / deferral behaviour of RayJobOperator.
+  With the step's config section on `backend: local` the entrypoint reserves `training_gpus` GPUs (the trainer
+  runs in that process); on `backend: ray` it reserves none: it is the driver of a Ray Train job whose workers
+  reserve their own (srlm.training.ray_train);
 - kubernetes (KubernetesTrainingOperator, srlm_airflow.operators.kubernetes): a KubernetesPodOperator running the
   worker image; needs the cncf.kubernetes provider (the `k8s` extra), imported only when that backend is chosen;
 - local (LocalTrainingOperator): a subprocess on the Airflow worker itself (single machine, no Ray).
@@ -66,6 +68,13 @@ def training_operator(backend: str | None = None, **kwargs: Any) -> BaseOperator
     )
 
 
+def training_backend(plan: Any, step: str) -> str:
+    """The training engine (`backend` of the step's config section: local or ray) the plan's `step` runs with."""
+    config = plan.get("config", {}) if isinstance(plan, Mapping) else {}
+    section = config.get(step) if isinstance(config, Mapping) else None
+    return str(section.get("backend", "local")) if isinstance(section, Mapping) else "local"
+
+
 def gpu_count(value: Any, task_id: str) -> int:
     """`training_gpus` renders as a string ('', '0', '2', '2.0')."""
     try:
@@ -76,7 +85,7 @@ def gpu_count(value: Any, task_id: str) -> int:
 
 class RayTrainingOperator(SrlmStepOperator):
     """A training step as a Ray job whose entrypoint reserves `training_gpus` GPUs (templated; default Variable
-    `srlm_training_gpus`, else 0)."""
+    `srlm_training_gpus`, else 0), or none when the step's section runs on Ray Train (`backend: ray`)."""
 
     template_fields: Sequence[str] = (*SrlmStepOperator.template_fields, "training_gpus")
     ui_color = TRAINING_UI_COLOR
@@ -86,6 +95,11 @@ class RayTrainingOperator(SrlmStepOperator):
         self.training_gpus = training_gpus
 
     def execute(self, context: Context) -> Any:
+        if training_backend(self.plan, self.step) == "ray":
+            # The entrypoint only drives the Ray Train job; its workers reserve the GPUs (ScalingConfig).
+            self.log.info("training step %s as a Ray job driving Ray Train workers (no GPUs for the driver)", self.step)
+            self.entrypoint_num_gpus = None
+            return super().execute(context)
         gpus = gpu_count(self.training_gpus, self.task_id)
         self.log.info("training step %s as a Ray job with %d GPU(s)", self.step, gpus)
         self.entrypoint_num_gpus = gpus or None
