@@ -726,20 +726,80 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     """Load a YAML config (None: all defaults), apply dotted overrides, and validate the result as a whole."""
     data: dict[str, Any] = {}
     if path is not None:
-        import yaml
-
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: config file not found")
+        if not path.is_file():
+            raise ConfigError(f"{path}: not a file (a config is one YAML file)")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        loaded = load_yaml_strictly(text, str(path), ConfigError) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
         data = loaded
     overridden = _merge_overrides(data, overrides or {})
     return _validate(data, str(path) if path is not None else "config", overridden)
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A PyYAML error in one line: what is wrong and where (PyYAML's own str spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
+def _duplicate_key(node: Any, where: tuple[str, ...] = ()) -> tuple[str, int, int] | None:
+    """(dotted key, line, line of its first occurrence) of the first key given twice in a composed YAML node."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            indexed = (*where[:-1], f"{where[-1]}[{i}]") if where else (f"[{i}]",)
+            found = _duplicate_key(item, indexed)
+            if found:
+                return found
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    first_line: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value)
+        if key == "<<":  # a merge key may repeat; what it merges is checked where it is defined
+            continue
+        dotted = ".".join((*where, key))
+        if key in first_line:
+            return dotted, key_node.start_mark.line + 1, first_line[key]
+        first_line[key] = key_node.start_mark.line + 1
+        found = _duplicate_key(value_node, (*where, key))
+        if found:
+            return found
+    return None
+
+
+def load_yaml_strictly(text: str, source: str, error: type[Exception] = ConfigError) -> Any:
+    """YAML text → Python data, refusing a key given twice in one mapping (PyYAML would keep the last silently).
+
+    `error` (an SrlmError type) names `source`, the line and, for a duplicate, the dotted key.
+    """
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _duplicate_key(node)
+        if duplicate is not None:
+            key, line, first = duplicate
+            raise error(f"{source}:{line}: key '{key}' given twice (first on line {first}); keep one")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML: {_yaml_problem(exc)}") from exc
+    finally:
+        loader.dispose()
 
 
 def parse_set_options(items: list[str] | None) -> dict[str, Any]:
@@ -752,10 +812,12 @@ def parse_set_options(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected section.key=value")
         key, raw = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"--set {item}: no key before '='; expected section.key=value")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item}: not a YAML value: {' '.join(str(exc).split())}") from exc
+            raise ConfigError(f"--set {key.strip()}: {raw!r} is not a YAML value: {_yaml_problem(exc)}") from exc
         # YAML's null stays a word here, because overrides that are None mean "not given"; it validates to None.
         out[key.strip()] = raw.strip() if value is None else value
     return out

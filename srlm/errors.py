@@ -21,6 +21,14 @@ class UncommittedArtifactError(StoreError):
     """An artifact has no committed _SUCCESS manifest (missing, in progress, or crashed mid-write)."""
 
 
+class DamagedArtifactError(StoreError):
+    """A committed artifact's file is missing, truncated, or does not match its manifest's sha256."""
+
+
+class ConcurrentWriteError(StoreError):
+    """Another writer committed the same artifact, from a different producer, while this one was writing it."""
+
+
 class ModelError(SrlmError):
     """A model cannot be found, prepared, or loaded."""
 

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.models",  # tiny_model_dir (random-initialised, SmolLM2 architecture + tokenizer family)
     "tests.fixtures.orchestration",  # ray_head (real local Ray head + Jobs API), airflow_home, run_dag
     "tests.fixtures.ray_cluster",  # ray_two_nodes (a head + a joined node on this machine, module-scoped)
+    "tests.fixtures.evaluation",  # register_run_checkpoint (a stand-in checkpoint registered in a run)
 ]

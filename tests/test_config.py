@@ -543,3 +543,28 @@ def test_config_show_without_a_file_is_the_defaults(capsys):
     assert main(["config", "show", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert {key: entry["value"] for key, entry in shown.items()} == {d.key: d.default for d in iter_field_docs()}
+
+
+def test_a_key_given_twice_names_file_key_and_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("judge:\n  num_samples: 3\n  top_p: 0.9\n  num_samples: 5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}:4: key 'judge.num_samples' given twice (first on line 2); keep one"
+
+
+def test_anchors_merge_keys_and_repeated_keys_in_other_mappings_still_load(tmp_path):
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        "sft: &train {dropout: 0.2, seed: 3}\n"
+        "dpo:\n  <<: *train\n  seed: 4\n"  # a merge key, then a key of the same name: YAML's override, allowed
+    )
+    config = load_config(path)
+    assert (config.sft.seed, config.dpo.seed, config.dpo.dropout) == (3, 4, 0.2)
+
+
+def test_a_malformed_set_value_is_one_line_naming_the_key():
+    with pytest.raises(ConfigError) as err:
+        parse_set_options(["judge.top_p=[0.9"])
+    assert str(err.value).startswith("--set judge.top_p: '[0.9' is not a YAML value: ")
+    assert "\n" not in str(err.value)

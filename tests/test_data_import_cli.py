@@ -215,3 +215,55 @@ def test_options_a_format_ignores_do_not_block_a_rerun(capsys, tmp_store):
     args = ("--format", "jsonl", "--input", str(DATA / "chat.jsonl"), "--out", tmp_store)
     assert run_json(capsys, *args)["ift"] == 4
     assert run_json(capsys, *args, "--lang", "de")["reused"] is True  # --lang only matters to oasst
+
+
+def _messages(tmp_path, rows: list[dict]) -> Path:
+    path = tmp_path / "export.messages.jsonl"
+    base = {"message_tree_id": "t", "lang": "en"}
+    path.write_text("".join(json.dumps(base | row) + "\n" for row in rows))
+    return path
+
+
+def test_every_left_out_message_is_counted_by_reason(capsys, tmp_path, tmp_store):
+    rows = [
+        {"message_id": "p", "parent_id": None, "role": "prompter", "text": "Hi?"},
+        {"message_id": "a", "parent_id": "p", "role": "assistant", "text": "Hello.", "rank": 0},
+        {"message_id": "b", "parent_id": "p", "role": "assistant", "text": "Hey.", "rank": 1},
+        {"message_id": "c", "parent_id": "p", "role": "assistant", "text": "Yo."},  # unranked
+        {"message_id": "d", "parent_id": "p", "role": "assistant", "text": "Gone.", "rank": 2, "deleted": True},
+        {"message_id": "e", "parent_id": "d", "role": "prompter", "text": "Below the deleted one."},
+        {"message_id": "x", "parent_id": "y", "role": "prompter", "text": "In a cycle."},
+        {"message_id": "y", "parent_id": "x", "role": "assistant", "text": "Also.", "rank": 0},
+        {"message_id": "o", "parent_id": "missing", "role": "assistant", "text": "Orphan.", "rank": 0},
+        {"message_id": "o2", "parent_id": "o", "role": "prompter", "text": "Below the orphan."},
+    ]
+    summary = run_json(capsys, "--format", "oasst", "--input", str(_messages(tmp_path, rows)), "--out", tmp_store)
+    assert (summary["ift"], summary["eval_groups"]) == (1, 1)
+    assert summary["filtered"] == {
+        "assistant_replies_unranked": 1,
+        "messages_below_dropped": 1,
+        "messages_deleted": 1,
+        "messages_in_cycle": 2,
+        "messages_orphaned": 2,
+    }
+    code, out, _ = run_cli(capsys, "--format", "oasst", "--input", str(tmp_path / "export.messages.jsonl"),
+                           "--out", str(tmp_path / "again"))  # fmt: skip
+    assert code == 0 and "messages_in_cycle 2" in out and "assistant_replies_unranked 1" in out
+
+
+def test_an_import_of_nothing_fails_unless_allowed(capsys, tmp_path):
+    rows = [
+        {"message_id": "p", "parent_id": None, "role": "prompter", "text": "Hi?"},
+        {"message_id": "a", "parent_id": "p", "role": "assistant", "text": "Hello."},
+    ]
+    source = _messages(tmp_path, rows)
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "--format", "oasst", "--input", str(source), "--out", str(out))
+    assert code == 1 and err.strip() == (
+        f"srlm: error: {source}: no rows to import, every record was left out (assistant_replies_unranked 1); "
+        "nothing committed (pass --allow-empty to commit empty tables)"
+    )
+    assert not out.exists()
+    summary = run_json(capsys, "--format", "oasst", "--input", str(source), "--out", str(out), "--allow-empty")
+    assert summary["filtered"] == {"assistant_replies_unranked": 1}
+    assert all(is_committed(str(out / name)) and read_table(str(out / name)).num_rows == 0 for name in summary["out"])

@@ -140,7 +140,10 @@ def test_prompt_and_output_sources(tmp_path, tmp_store):
     assert load_prompts(uri) == ["one"]
 
 
-def test_cli_tiny_model_self_judged(tiny_model_dir, tmp_path, tmp_store, capsys):
+def test_cli_tiny_model_self_judged(tiny_model_dir, tmp_path, tmp_store, capsys, register_run_checkpoint):
+    from srlm.store.layout import RunLayout
+
+    register_run_checkpoint(RunLayout(tmp_store, "demo"), "M9")
     prompts = ["Name a colour.", "Count to three."]
     (tmp_path / "prompts.txt").write_text("\n".join(prompts))
     _write_outputs(tmp_path / "b.json", "reference", set(), prompts)

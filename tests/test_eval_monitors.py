@@ -144,7 +144,8 @@ def test_report_renders_everything(run_layout, tmp_path):
     assert data["checkpoints"] == ["M0", "M1", "M2"]
 
 
-def test_report_of_an_empty_run_says_what_is_missing(tmp_store, tmp_path, capsys):
+def test_report_of_a_run_with_only_its_seed_model_says_what_is_missing(tmp_store, tmp_path, capsys, register_run_checkpoint):
+    register_run_checkpoint(RunLayout(tmp_store, "empty"), "M0")
     assert main(["report", "--run", f"{tmp_store}/runs/empty", "--out", str(tmp_path / "r"), "--json"]) == 0
     files = json.loads(capsys.readouterr().out)
     html = open(files["html"]).read()
@@ -162,3 +163,11 @@ def test_report_into_the_store_and_monitors_cli(run_layout, capsys):
     assert [uri.split("/eval/")[1] for uri in payload["recorded"]] == ["M0/monitors/v1", "M1/monitors/v1"]
     assert main(["eval", "monitors", "--run", run_layout.run_uri]) == 0
     assert "iteration 2 (data from M1)" in capsys.readouterr().out
+
+
+def test_report_and_monitors_of_a_run_that_does_not_exist_fail(tmp_store, tmp_path, capsys):
+    run = f"{tmp_store}/runs/nope"
+    assert main(["report", "--run", run, "--out", str(tmp_path / "r")]) == 1
+    assert main(["eval", "monitors", "--run", run]) == 1
+    assert capsys.readouterr().err.count(f"srlm: error: {run}: no such run") == 2
+    assert not (tmp_path / "r").exists()

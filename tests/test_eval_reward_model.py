@@ -141,8 +141,11 @@ def test_groups_from_table_first_turns_only():
     assert [g.group_id for g in groups_from_table(table, first_turn_only=False)][-1] == "deep"
 
 
-def test_cli_reward_model_on_tiny_model(tiny_model_dir, tmp_store, capsys):
+def test_cli_reward_model_on_tiny_model(tiny_model_dir, tmp_store, capsys, register_run_checkpoint):
     from srlm.store import artifacts
+    from srlm.store.layout import RunLayout
+
+    register_run_checkpoint(RunLayout(tmp_store, "demo"), "M0")
 
     data = f"{tmp_store}/import"
     artifacts.write_table(f"{data}/eval_groups", _eval_groups_table(), "eval_groups")

@@ -141,7 +141,7 @@ def test_judge_settings_are_part_of_the_result_producer(ctx, tmp_store, tmp_path
     producer = artifacts.read_manifest(ctx.layout.eval_result("M0", "reward_model", "v1")).producer
     assert producer["settings"]["num_samples"] == ctx.config.judge.num_samples
     assert producer["inputs"]["model"]["label"] == "M0"
-    assert producer["inputs"]["eval_groups"]["uri"] == ctx.layout.eval_groups
+    assert producer["inputs"]["eval_groups"] == {"sha256": artifacts.read_manifest(ctx.layout.eval_groups).sha256}
 
     # Other judge settings make another result: it is recomputed, and says why.
     two_samples = _context(tmp_store, **{"judge.num_samples": 2})

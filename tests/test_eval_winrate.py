@@ -235,8 +235,13 @@ def test_cli_uses_sibling_files_for_difficulty_unless_told_not_to(tmp_path, caps
     assert json.loads(capsys.readouterr().out)["length_control"][0]["method"] == "length-only"
 
 
-def test_cli_records_a_checkpoint_win_rate_once_and_again_when_the_annotations_change(tmp_path, tmp_store, capsys):
+def test_cli_records_a_checkpoint_win_rate_once_and_again_when_the_annotations_change(
+    tmp_path, tmp_store, capsys, register_run_checkpoint
+):
     from srlm.store import artifacts
+    from srlm.store.layout import RunLayout
+
+    register_run_checkpoint(RunLayout(tmp_store, "demo"), "M1")
 
     folder = tmp_path / "annotations"
     folder.mkdir()
@@ -261,3 +266,17 @@ def test_cli_records_a_checkpoint_win_rate_once_and_again_when_the_annotations_c
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["recorded"] == uri
     assert recorded_win_rate(uri) == pytest.approx(100.0)
+
+
+def test_difficulty_sets_sharing_no_instruction_are_an_error_unless_a_length_only_fit_is_allowed(tmp_path, capsys):
+    records = json.loads(SMALL.read_text())
+    target, other = tmp_path / "model-x.json", tmp_path / "elsewhere" / "model-y.json"
+    other.parent.mkdir()
+    target.write_text(json.dumps(records))
+    other.write_text(json.dumps([dict(r, instruction=f"other {i}", generator_2="model-y") for i, r in enumerate(records)]))
+    args = ["eval", "winrate", "--annotations", str(target), "--difficulty-from", str(other), "--json"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"--difficulty-from {other}: shares no instruction with {target}" in err and "--allow-length-only-fit" in err
+    assert main([*args, "--allow-length-only-fit"]) == 0
+    assert json.loads(capsys.readouterr().out)["length_control"][0]["method"] == "length-only"

@@ -11,7 +11,7 @@ import pytest
 from srlm.steps.dpo import train_iteration_model
 from srlm.steps.iterate import iterate
 from srlm.steps.registry import ITERATION_STEPS
-from srlm.steps.reuse import reuse_committed, stale_reasons
+from srlm.steps.reuse import producer_fingerprint, reuse_committed, stale_reasons
 from srlm.store import artifacts
 from srlm.training.registry import get_checkpoint, register_checkpoint
 from tests.test_iteration import (
@@ -56,7 +56,8 @@ def test_an_unchanged_rerun_is_a_no_op(tmp_store, first_iteration):
     assert artifacts.read_manifest(make_ctx(tmp_store).layout.candidates(1)).sha256 == before.sha256
     # Operational keys (shard sizes, micro-batches, processes) do not change what a step makes.
     again = iterate(
-        iteration_ctx(tmp_store, lines, **{"generate.shard_size": 1, "dpo.per_device_batch_size": 2}), 1,
+        iteration_ctx(tmp_store, lines, **{"generate.shard_size": 1, "dpo.per_device_batch_size": 2}),
+        1,
         opener=scripted_opener,
     )
     assert recomputed(again) == [] and len(first_iteration) == 1
@@ -118,8 +119,13 @@ def test_a_reused_checkpoint_reports_the_settings_it_was_trained_with(tmp_store,
     artifacts.write_table(ctx.layout.pairs(1), [], "pairs")
     uri = ctx.layout.model("M1")
     artifacts.write_directory(uri, fake_model_dir(tmp_path, "m1"))
-    trained = {"learning_rate": 3e-6, "final_learning_rate": 3e-7, "lr_schedule": "cosine", "num_train_epochs": 2.0,
-               "beta": 0.5}
+    trained = {
+        "learning_rate": 3e-6,
+        "final_learning_rate": 3e-7,
+        "lr_schedule": "cosine",
+        "num_train_epochs": 2.0,
+        "beta": 0.5,
+    }
     register_checkpoint(ctx.layout, "M1", 1, uri, "M0", "dpo", 5, True, None, trained)
     result = train_iteration_model(ctx, 1)
     assert result.reused and not fake_training
@@ -159,3 +165,35 @@ def test_reuse_committed_never_deletes_and_says_why(tmp_store):
     assert lines == [f"x: recomputing {uri}: k changed 1 → 2"] and artifacts.is_committed(uri)
     assert reuse_committed(uri, producer, force=True, what="x") is None and artifacts.is_committed(uri)
 
+
+def test_inputs_are_compared_by_content_not_by_where_they_were_read_from():
+    """Older srlm recorded each input's URI beside its digest (and a model's spec): those spellings do not count,
+    only the digests do; an input named only by its location (an alias) is still compared by it."""
+    old = {"uri": "/abs/store/runs/r/iterations/001/prompts", "sha256": "abc"}
+    old_model = {"label": "M0", "spec": "srlm-store/runs/r/models/M0", "fingerprint": "f0"}
+    recorded = {"step": "x", "inputs": {"prompts": old, "model": old_model}, "settings": {}, "schema_version": 1}
+    now = {**recorded, "inputs": {"prompts": {"sha256": "abc"}, "model": {"label": "M0", "fingerprint": "f0"}}}
+    assert stale_reasons(recorded, now) == []
+    assert producer_fingerprint(recorded) == producer_fingerprint(now)
+    retrained = {**now, "inputs": {**now["inputs"], "model": {"label": "M0", "fingerprint": "f1"}}}
+    assert stale_reasons(recorded, retrained) == ["input model changed"]
+    aliased = {**recorded, "inputs": {"base": {"uri": "smollm2-135m"}}}
+    assert stale_reasons(aliased, {**aliased, "inputs": {"base": {"uri": "other-model"}}}) == ["input base changed"]
+
+
+def test_an_iteration_committed_with_absolute_input_uris_is_reused(tmp_store, first_iteration):
+    """M1 committed by an older srlm (its producer names the inputs by absolute URI, the model by spec) from a store
+    that was elsewhere then: the rerun reuses it, since what it was made from has not changed."""
+    import json
+    from pathlib import Path
+
+    ctx = make_ctx(tmp_store)
+    manifest_path = Path(ctx.layout.model("M1")) / "_SUCCESS"
+    manifest = json.loads(manifest_path.read_text())
+    inputs = manifest["producer"]["inputs"]
+    inputs["pairs"] = {"uri": "/old/place/runs/it/iterations/001/pairs", **inputs["pairs"]}
+    inputs["model"] = {**inputs["model"], "spec": "/old/place/runs/it/models/M0"}
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    lines: list[str] = []
+    again = iterate(iteration_ctx(tmp_store, lines), 1, opener=scripted_opener)
+    assert recomputed(again) == [] and len(first_iteration) == 1 and recompute_lines(lines) == []

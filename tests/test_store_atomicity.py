@@ -66,11 +66,11 @@ BLOCK_BEFORE_COMMIT = """
 import threading
 import srlm.store.artifacts as artifacts
 _real_write_atomic = artifacts._write_atomic
-def _write_atomic(uri, data):
+def _write_atomic(uri, data, **how):
     if uri.endswith("/_SUCCESS"):
         print("ready", flush=True)
         threading.Event().wait()
-    return _real_write_atomic(uri, data)
+    return _real_write_atomic(uri, data, **how)
 artifacts._write_atomic = _write_atomic
 """
 

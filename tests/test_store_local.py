@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from srlm.config import SRLMConfig
-from srlm.errors import StoreError, UncommittedArtifactError
+from srlm.errors import ConcurrentWriteError, DamagedArtifactError, StoreError, UncommittedArtifactError
 from srlm.store import (
     commit_shards,
     delete_artifact,
@@ -123,7 +123,7 @@ def test_nested_and_timestamp_columns(tmp_store):
     entry = {
         "checkpoint_id": "M0", "run": "r", "iteration": 0, "uri": "/x", "training": "sft", "final": True,
         "created_at": created,
-    }
+    }  # fmt: skip
     write_table(join_uri(tmp_store, "reg"), [entry], "checkpoints")
     assert read_table(join_uri(tmp_store, "reg")).to_pylist()[0]["created_at"] == created
 
@@ -230,10 +230,11 @@ def test_verify_detects_damaged_files(tmp_store):
     data_file = Path(tmp_store, "t", manifest.files[0].path)
     other = pa.table({"prompt_id": ["z"], "prompt": ["z"], "source": ["seed"]})
     pq.write_table(other, data_file)  # still valid Parquet, but not the committed bytes
-    with pytest.raises(StoreError, match="does not match its manifest checksum"):
-        read_table(uri, verify=True)
+    with pytest.raises(DamagedArtifactError, match=f"{uri}: {manifest.files[0].path}: checksum mismatch"):
+        read_table(uri)  # verification is the default
+    assert read_table(uri, verify=False).column("prompt_id").to_pylist() == ["z"]  # what an unchecked read uses
     data_file.unlink()
-    with pytest.raises(StoreError, match=f"{uri}"):
+    with pytest.raises(DamagedArtifactError, match=f"{uri}: {manifest.files[0].path}: missing"):
         read_table(uri)
 
 
@@ -257,6 +258,8 @@ def test_shards_resume_and_union(tmp_store):
     assert all(f.path.startswith("shards/") for f in manifest.files)
     assert read_table(uri, "prompts").column("prompt_id").to_pylist() == [f"p{i:05d}" for i in range(6)]
     assert commit_shards(uri, shards[:1], "prompts") == manifest  # committed: no-op
+    with pytest.raises(ConcurrentWriteError, match=f"{uri}: already committed by a different producer"):
+        commit_shards(uri, shards[:1], "prompts", producer={"step": "judge"})  # never silently someone else's
 
 
 def test_commit_shards_checks_schema_and_location(tmp_store):

@@ -131,7 +131,7 @@ def test_s3_fetch_detects_damaged_object(s3_store, tmp_path):
     manifest = store.write_directory(uri, source)
     bucket, prefix = split_s3(uri)
     s3_client().put_object(Bucket=bucket, Key=f"{prefix}/{manifest.files[0].path}", Body=b"tampered")
-    with pytest.raises(StoreError, match="does not match its manifest checksum"):
+    with pytest.raises(StoreError, match=f"{uri}: {manifest.files[0].path}: checksum mismatch"):
         store.fetch_directory(uri, cache_dir=tmp_path / "cache")
     assert os.listdir(tmp_path / "cache") == []  # the failed download left nothing
 

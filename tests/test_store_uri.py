@@ -8,7 +8,17 @@ import pytest
 
 from srlm import __version__
 from srlm.errors import StoreError
-from srlm.store.uri import basename, check_uri, is_local, is_s3, join_uri, local_path, relative_to, split_s3
+from srlm.store.uri import (
+    basename,
+    canonical_store_uri,
+    check_uri,
+    is_local,
+    is_s3,
+    join_uri,
+    local_path,
+    relative_to,
+    split_s3,
+)
 from srlm.version import code_version, git_sha
 
 
@@ -31,6 +41,40 @@ def test_classify_and_split():
     assert basename("s3://b/x/y/") == "y"
     with pytest.raises(StoreError, match="is not inside"):
         relative_to("s3://b/xy", "s3://b/x")
+
+
+def test_a_store_root_has_one_spelling(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    absolute = str(tmp_path / "x")
+    assert {canonical_store_uri(u) for u in ("x", "./x", "x/", "./y/../x//", absolute, absolute + "/")} == {absolute}
+    assert canonical_store_uri("file://./x/") == "file://" + absolute
+    assert canonical_store_uri("s3://b/store/") == canonical_store_uri("s3://b/store") == "s3://b/store"
+    assert canonical_store_uri("s3://b/") == "s3://b"
+    with pytest.raises(StoreError, match="unsupported URI scheme"):
+        canonical_store_uri("hdfs://nn/x")
+
+
+def test_layout_relative_and_resolve(tmp_path, monkeypatch):
+    from srlm.store.layout import RunLayout
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    layout = RunLayout("link", "r")
+    assert layout.root == str(tmp_path / "link")  # the spelling the store was opened by, symlinks kept
+    for spelling in ("link/runs/r/x", f"{tmp_path}/real/runs/r/x", f"file://{tmp_path}/link/runs/r/x/"):
+        assert layout.relative(spelling) == "runs/r/x"
+    assert layout.relative(layout.root) == "" and layout.resolve("runs/r/x") == f"{layout.root}/runs/r/x"
+    assert layout.resolve(f"{tmp_path}/real/runs/r/x") == f"{layout.root}/runs/r/x"
+    assert layout.portable("/elsewhere/t/") == "/elsewhere/t" and layout.portable("link/runs/r/x") == "runs/r/x"
+    with pytest.raises(StoreError, match="is outside the store"):
+        layout.resolve(str(tmp_path / "other" / "runs"))
+    with pytest.raises(StoreError, match="must stay inside the store"):
+        layout.resolve("runs/../../other")
+    s3 = RunLayout("s3://b/store/", "r")
+    assert s3.relative("s3://b/store/runs/r/x/") == "runs/r/x" and s3.resolve("runs/r/x") == "s3://b/store/runs/r/x"
+    with pytest.raises(StoreError, match="is outside the store"):
+        s3.relative("s3://b/store2/runs")
 
 
 def test_check_uri_rejects_what_the_store_cannot_address():

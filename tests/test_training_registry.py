@@ -56,7 +56,11 @@ def test_registry_roundtrip_order_and_latest(layout, tmp_path):
     record = get_checkpoint(layout, "M1")
     assert record == m1
     assert (record.uri, record.parent_id, record.training, record.step, record.final) == (
-        layout.model("M1"), "M0", "dpo", 250, True
+        layout.model("M1"),
+        "M0",
+        "dpo",
+        250,
+        True,
     )
     assert record.run == "exp" and record.iteration == 1 and record.config == {"beta": 0.1}
     assert record["uri"] == record.uri and record.to_dict()["checkpoint_id"] == "M1"
@@ -119,3 +123,83 @@ def record_json(details: dict) -> str:
     import json
 
     return json.dumps(details, sort_keys=True)
+
+
+def raw_row(layout: RunLayout, checkpoint_id: str) -> dict:
+    from srlm.store import read_table
+
+    (row,) = read_table(layout.registry_entry(checkpoint_id), "checkpoints").to_pylist()
+    return row
+
+
+def write_raw(layout: RunLayout, row: dict) -> None:
+    """A registry entry as srlm wrote it before locations were store-relative."""
+    import pyarrow as pa
+
+    from srlm.store import schemas, write_table
+
+    table = pa.Table.from_pylist([row], schema=schemas.schema("checkpoints"))
+    write_table(layout.registry_entry(row["checkpoint_id"]), table, "checkpoints", force=True)
+
+
+def test_locations_are_recorded_relative_to_the_store_root_and_resolved_where_it_is(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    layout = RunLayout("./store/", "exp")  # the root as a user may type it
+    assert layout.root == str(tmp_path / "store") and layout == RunLayout(str(tmp_path / "store"), "exp")
+    register(layout, "M1", 1, tmp_path, parent="M0")
+    row = raw_row(layout, "M1")
+    assert (row["uri"], row["data_uri"]) == ("runs/exp/models/M1", "runs/exp/data")
+
+    shutil.move(tmp_path / "store", tmp_path / "renamed")
+    monkeypatch.chdir(tmp_path / "src-M1")  # another working directory
+    moved = RunLayout(str(tmp_path / "renamed"), "exp")
+    record = get_checkpoint(moved, "M1")
+    assert record.uri == moved.model("M1") and record.data_uri == f"{moved.run_uri}/data"
+    assert list_checkpoints(moved).column("uri").to_pylist() == [moved.model("M1")]
+
+
+def test_entries_of_older_srlm_resolve_inside_this_store_or_are_refused(tmp_store, tmp_path, monkeypatch):
+    """Older srlm recorded the URI as given: one inside this store, or one through this run's own directory from
+    before the store moved (or from another working directory), is this store's; anything else is refused."""
+    layout = RunLayout(tmp_store, "exp")
+    register(layout, "M1", 1, tmp_path, parent="M0")
+    row = raw_row(layout, "M1")
+    for recorded in (
+        layout.model("M1"),  # absolute, this store
+        "srlm-store/runs/exp/models/M1",  # relative to the working directory of the process that wrote it
+        "/old/place/store/runs/exp/models/M1",  # absolute, the store before it was moved
+        "file:///old/place/store/runs/exp/models/M1",
+    ):
+        write_raw(layout, {**row, "uri": recorded, "data_uri": "/old/place/store/runs/exp/data,/outside/x"})
+        record = get_checkpoint(layout, "M1")
+        assert record.uri == layout.model("M1"), recorded
+        assert record.data_uri == f"{layout.run_uri}/data,/outside/x"
+    write_raw(layout, {**row, "uri": "/another/store/models/M1"})
+    with pytest.raises(StoreError, match=r"checkpoint M1: registry entry .*registry/M1 points outside the store"):
+        get_checkpoint(layout, "M1")
+    with pytest.raises(StoreError, match="points outside the store"):
+        list_checkpoints(layout)
+
+
+def test_register_refuses_an_artifact_outside_the_store(tmp_store, tmp_path):
+    layout = RunLayout(tmp_store, "exp")
+    other = commit_model(RunLayout(str(tmp_path / "other"), "exp"), "M0", tmp_path)
+    with pytest.raises(StoreError, match=r"checkpoint M0: .*is outside the store .*names only its own artifacts"):
+        register_checkpoint(layout, "M0", 0, other, None, "sft", None, True, None, None)
+
+
+def test_a_registered_checkpoint_missing_from_the_store_is_an_error_naming_it(tmp_store, tmp_path):
+    import shutil
+
+    from srlm.errors import UncommittedArtifactError
+    from srlm.training.registry import committed_checkpoint
+
+    layout = RunLayout(tmp_store, "exp")
+    register(layout, "M0", 0, tmp_path, training="sft")
+    assert committed_checkpoint(layout, "M0").uri == layout.model("M0")
+    assert committed_checkpoint(layout, "M1") is None  # not registered: the caller says which step makes it
+    shutil.rmtree(layout.model("M0"))
+    with pytest.raises(UncommittedArtifactError, match=r"checkpoint M0: missing: .* at runs/exp/models/M0, but "):
+        committed_checkpoint(layout, "M0")

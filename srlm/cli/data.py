@@ -22,7 +22,9 @@ def register(subparsers) -> None:
             "`prompt`/`response` (+ optional `system`) or `prompt_messages`/`completion`; an optional `kind` "
             "(ift/eft) is honoured, otherwise a judge prompt whose answer ends in 'Score: N' is EFT. alpaca: "
             "{instruction, input, output}. oasst: OpenAssistant tree or message exports; IFT = rank-0 replies to "
-            "first turns, eval groups = every ranked sibling group. Rerunning an identical import is a no-op."
+            "first turns, eval groups = every ranked sibling group. The summary counts every record left out, by "
+            "reason; an import that yields no rows at all fails and commits nothing (unless --allow-empty). "
+            "Rerunning an identical import is a no-op."
         ),
     )
     imp.add_argument("--format", required=True, choices=FORMATS, help="Input format.")
@@ -50,6 +52,11 @@ def register(subparsers) -> None:
     )
     imp.add_argument("--force", action="store_true", help="Replace committed output instead of keeping it.")
     imp.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="Commit empty tables when nothing can be imported (default: that is an error and nothing is committed).",
+    )
+    imp.add_argument(
         "--s3-endpoint-url", metavar="URL", help="S3 endpoint (MinIO, moto, …); default: AWS_ENDPOINT_URL[_S3]."
     )
     imp.set_defaults(func=run_import_command)
@@ -76,6 +83,7 @@ def run_import_command(args: argparse.Namespace) -> int:
         ),
         skip_invalid=args.skip_invalid,
         force=args.force,
+        allow_empty=args.allow_empty,
     )
     if args.s3_endpoint_url:
         configure_store(StoreConfig(s3_endpoint_url=args.s3_endpoint_url))

@@ -40,6 +40,11 @@ def register(subparsers) -> None:
     )
     wr.add_argument("--no-length-control", action="store_true", help="Skip the length-controlled GLM.")
     wr.add_argument(
+        "--allow-length-only-fit", action="store_true",
+        help="Accept a length-only GLM when the --difficulty-from sets share no instruction with the annotations "
+        "(default: an error).",
+    )
+    wr.add_argument(
         "--difficulty-prior-sd", type=float, default=None, metavar="SD",
         help="Standard deviation of the Gaussian prior on instruction difficulty (logit scale; default 20, nearly flat).",
     )
@@ -149,6 +154,7 @@ def run_winrate(args: argparse.Namespace) -> int:
         difficulty_prior_sd=args.difficulty_prior_sd,
         leaderboard=args.compare,
         target=target,
+        allow_length_only_fit=args.allow_length_only_fit,
     )
     return _print_evaluation(args, evaluation)
 
@@ -180,11 +186,11 @@ def run_reward_model(args: argparse.Namespace) -> int:
 
 def run_monitors(args: argparse.Namespace) -> int:
     from srlm.evaluation.monitors import MonitorThresholds
-    from srlm.evaluation.runs import layout_for
+    from srlm.evaluation.runs import layout_for, require_run
     from srlm.evaluation.use_cases import evaluate_monitors
 
     evaluation = evaluate_monitors(
-        layout_for(args.run, args.store), MonitorThresholds(collapse_threshold=args.collapse_threshold),
+        require_run(layout_for(args.run, args.store)), MonitorThresholds(collapse_threshold=args.collapse_threshold),
         record=args.record, suite_version=args.suite_version, force=args.force,
     )
     return _print_evaluation(args, evaluation)
@@ -219,13 +225,21 @@ def _context(args: argparse.Namespace):
 
 
 def _run_layout(args: argparse.Namespace):
-    """The run layout named by --run/--store, or None; --checkpoint needs one (where the result is recorded)."""
+    """The run layout named by --run/--store, or None; --checkpoint needs one (where the result is recorded).
+    The run must exist, and a --checkpoint be registered in it."""
     from srlm.errors import ConfigError
-    from srlm.evaluation.runs import layout_for
+    from srlm.evaluation.runs import layout_for, require_checkpoint, require_run
 
     if getattr(args, "checkpoint", None) and not args.run:
         raise ConfigError("--checkpoint needs --run (where the result is recorded)")
-    return layout_for(args.run, args.store) if args.run else None
+    if not args.run:
+        return None
+    layout = layout_for(args.run, args.store)
+    if getattr(args, "checkpoint", None):
+        require_checkpoint(layout, args.checkpoint)
+    else:
+        require_run(layout)
+    return layout
 
 
 def _result_target(args: argparse.Namespace):

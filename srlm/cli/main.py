@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = [
     "srlm.cli.report",  # srlm report
     "srlm.cli.config",  # srlm config check / show
     "srlm.cli.plan",  # srlm plan-resources
+    "srlm.cli.store",  # srlm store verify
 ]
 
 

@@ -28,9 +28,9 @@ def register(subparsers) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from srlm.evaluation.monitors import MonitorThresholds
     from srlm.evaluation.report import write_report
-    from srlm.evaluation.runs import layout_for
+    from srlm.evaluation.runs import layout_for, require_run
 
-    layout = layout_for(args.run, args.store)
+    layout = require_run(layout_for(args.run, args.store))
     files = write_report(layout, args.out, thresholds=MonitorThresholds(collapse_threshold=args.collapse_threshold))
     if args.json:
         print(json.dumps(files.__dict__))

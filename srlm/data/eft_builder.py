@@ -127,12 +127,10 @@ def phrasings() -> Phrasings:
 
 def parse_phrasings(text: str, where: str) -> Phrasings:
     """Phrasing tables from YAML text; DataError naming `where` and the bad key."""
-    import yaml
+    from srlm.config import load_yaml_strictly
 
     try:
-        tables = Phrasings.model_validate(yaml.safe_load(text))
-    except yaml.YAMLError as exc:
-        raise DataError(f"{where}: not valid YAML: {exc}") from exc
+        tables = Phrasings.model_validate(load_yaml_strictly(text, where, DataError))
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"

@@ -1,7 +1,9 @@
 """`srlm data import`: read a source in one format, validate every row, write three committed tables.
 
 Output under `out`: `ift` and `eft` (`sft_examples` schema) and `eval_groups` (`eval_groups` schema), always all
-three (empty tables are valid) so later steps have stable inputs, then `import_summary.json` beside them.
+three (one of them may be empty) so later steps have stable inputs, then `import_summary.json` beside them. An
+import that yields no rows at all is an error (most likely the wrong file or format, or options that leave everything
+out) and commits nothing, unless `allow_empty`; the summary counts every left-out record by reason.
 
 Reruns: each table's manifest records the producer fingerprint of srlm.steps.reuse (format and options as
 settings, the sha256 of every input file as inputs). Running the same import again over committed output is a no-op that reports the stored summary; a
@@ -22,7 +24,7 @@ from typing import Any
 from srlm.data.importers import importer
 from srlm.data.importers.options import ReadOptions
 from srlm.data.importers.records import EvalGroup, Issue, SftExample
-from srlm.data.importers.sources import input_files
+from srlm.data.importers.sources import input_files, read_failure
 from srlm.errors import DataError, StoreError
 from srlm.judging.template import load_template
 from srlm.store.uri import join_uri
@@ -49,6 +51,7 @@ class ImportRequest:
     options: ReadOptions = field(default_factory=ReadOptions)
     skip_invalid: bool = False  # skip (and report) bad rows instead of failing on the first
     force: bool = False  # replace committed output
+    allow_empty: bool = False  # commit empty tables when nothing could be imported (otherwise that is an error)
     max_listed_invalid: int = 100  # the summary lists at most this many skipped rows (all are counted)
 
 
@@ -94,9 +97,12 @@ def output_uris(out: str) -> dict[str, str]:
 
 def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise read_failure(str(path), exc) from exc
     return digest.hexdigest()
 
 
@@ -196,6 +202,22 @@ def _collect(request: ImportRequest, files: list[Path]) -> tuple[list[SftExample
     return list(examples.values()), list(groups.values()), summary
 
 
+def _nothing_imported(summary: ImportSummary) -> str:
+    """Why an import yielded no rows, from the summary's counts of what was left out."""
+    left_out = dict(summary.filtered)
+    if summary.duplicates:
+        left_out["duplicates"] = summary.duplicates
+    if summary.skipped:
+        left_out["invalid"] = summary.skipped
+    if not left_out:
+        return "holds no records to import"
+    return (
+        "no rows to import, every record was left out ("
+        + ", ".join(f"{k} {v}" for k, v in sorted(left_out.items()))
+        + ")"
+    )
+
+
 def _tables(examples: list[SftExample], groups: list[EvalGroup]) -> dict[str, Any]:
     import pyarrow as pa
 
@@ -226,6 +248,10 @@ def run_import(request: ImportRequest) -> ImportSummary:
             return stored
 
     examples, groups, summary = _collect(request, files)
+    if not examples and not groups and not request.allow_empty:
+        raise DataError(
+            f"{request.input}: {_nothing_imported(summary)}; nothing committed (pass --allow-empty to commit empty tables)"
+        )
     for name, table in _tables(examples, groups).items():
         write_table(uris[name], table, TABLES[name], producer=producer, force=request.force)
     summary.ift = sum(e.kind == "ift" for e in examples)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from srlm.data.importers.records import wrapped_records
 from srlm.errors import DataError
 from srlm.evaluation.sources import JSON_SUFFIXES, PARQUET_SUFFIXES, local_file_path, read_record_file
 
@@ -117,6 +118,8 @@ def sets_from_records(records: Sequence[dict[str, Any]], source: str) -> list[An
         where = f"{source}: record {index}"
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected an object, got {type(record).__name__}")
+        if "instruction" not in record and (wrapper := wrapped_records(record)):
+            raise DataError(f"{where}: {wrapper.reason}")
         for name in REQUIRED_FIELDS:
             if not isinstance(record.get(name), str):
                 raise DataError(f"{where}: field {name!r} must be a string, got {record.get(name)!r:.60}")

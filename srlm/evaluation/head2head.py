@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
+from srlm.data.importers.records import type_name, wrapped_records
+from srlm.data.importers.sources import read_text_file
 from srlm.errors import DataError
 from srlm.evaluation.pairwise import PairToJudge, judge_pairs, load_pairwise_template
 from srlm.evaluation.sources import JSON_SUFFIXES, PARQUET_SUFFIXES, local_file_path, read_record_file
@@ -94,7 +97,8 @@ def load_prompts(source: str) -> list[str]:
     path = local_file_path(source)
     if path is not None and path.is_file():
         if path.suffix == ".txt":
-            return _unique(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+            text = read_text_file(path)
+            return _unique(line.strip() for line in text.splitlines() if line.strip())
         return _unique(_prompt_of(r, f"{path}: record {i}") for i, r in enumerate(read_record_file(path)))
     table, schema_name = _read_store_table(source, PROMPT_TABLE_SCHEMAS)
     if schema_name == "eval_groups":
@@ -115,7 +119,7 @@ def load_outputs(source: str) -> dict[str, str]:
         out: dict[str, str] = {}
         for i, record in enumerate(read_record_file(path)):
             where = f"{path}: record {i}"
-            response = record.get("output", record.get("response"))
+            response = _record(record, where).get("output", record.get("response"))
             if not isinstance(response, str):
                 raise DataError(f"{where}: field 'output' (or 'response') must be a string")
             out.setdefault(_prompt_of(record, where), response)
@@ -216,10 +220,17 @@ def _read_store_table(source: str, allowed: Sequence[str]) -> tuple[pa.Table, st
     return artifacts.read_table(source, manifest.schema_name), manifest.schema_name
 
 
+def _record(value: Any, where: str) -> dict:
+    """A record of an outputs / prompts file: an object, and not a wrapper around the records."""
+    if not isinstance(value, dict):
+        raise DataError(f"{where}: expected an object, got {type_name(value)}")
+    if "instruction" not in value and "prompt" not in value and (wrapper := wrapped_records(value)):
+        raise DataError(f"{where}: {wrapper.reason}")
+    return value
+
+
 def _prompt_of(record: dict, where: str) -> str:
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected an object")
-    value = record.get("instruction", record.get("prompt"))
+    value = _record(record, where).get("instruction", record.get("prompt"))
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{where}: field 'instruction' (or 'prompt') must be a non-empty string")
     return value

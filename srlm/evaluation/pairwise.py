@@ -68,7 +68,9 @@ def load_pairwise_template(name_or_path: str = "pairwise") -> str:
     """A shipped pairwise template by name, or a template file; it must hold {instruction}, {output_1}, {output_2}."""
     path = Path(name_or_path).expanduser()
     if path.suffix and path.exists():
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        from srlm.data.importers.sources import read_text_file
+
+        text, where = read_text_file(path), str(path)
     else:
         shipped = resources.files("srlm.evaluation").joinpath("templates", f"{name_or_path}.txt")
         if not shipped.is_file():

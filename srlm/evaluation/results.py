@@ -93,9 +93,26 @@ def committed_result(
 
 
 def record_result(target: ResultTarget, suite: str, record: EvalRecord, producer: Mapping[str, Any]) -> str:
-    """Commit `record` as the target's `suite` result, replacing a stale or forced one."""
+    """Commit `record` as the target's `suite` result, replacing a stale or forced one.
+
+    Unless forced, a result that the same producer committed while this one was computed (`srlm eval` and the
+    evaluate DAG on the same checkpoint at once) is not replaced: the store keeps the first and this call returns
+    its URI. Only a result of another producer, the stale one the computation was for, is replaced.
+    """
+    from srlm.steps.reuse import check_committed
+
+    verdict = check_committed(target.uri(suite), dict(producer))
+    current = verdict.reusable and not target.force
+    replaces = None if current or verdict.manifest is None else verdict.manifest.sha256
     return write_eval_results(
-        target.layout, target.checkpoint, suite, target.suite_version, record, force=True, producer=dict(producer)
+        target.layout,
+        target.checkpoint,
+        suite,
+        target.suite_version,
+        record,
+        force=True,
+        producer=dict(producer),
+        replaces=replaces,
     )
 
 
@@ -127,12 +144,13 @@ def write_eval_results(
     *,
     force: bool = False,
     producer: Any = None,
+    **commit: Any,
 ) -> str:
-    """Commit `record` at layout.eval_result(checkpoint_id, suite, version); a committed one is kept unless force."""
+    """Commit `record` at layout.eval_result(checkpoint_id, suite, version); a committed one is kept unless force.
+    `commit` passes on to artifacts.write_table (its `replaces`)."""
     uri = layout.eval_result(checkpoint_id, suite, version)
-    artifacts.write_table(
-        uri, results_table(checkpoint_id, suite, version, record), RESULT_SCHEMA, producer=producer, force=force
-    )
+    table = results_table(checkpoint_id, suite, version, record)
+    artifacts.write_table(uri, table, RESULT_SCHEMA, producer=producer, force=force, **commit)
     return uri
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from srlm.errors import ConfigError
+from srlm.errors import ConfigError, StoreError
 from srlm.store import artifacts
 from srlm.store.layout import RunLayout
 from srlm.store.uri import join_uri
@@ -24,6 +24,45 @@ def layout_for(run: str, store: str | None = None) -> RunLayout:
     if not store:
         raise ConfigError(f"--run {run}: a run name needs the store root (--store or store.uri in the config)")
     return RunLayout(root=store, run=run)
+
+
+def run_exists(layout: RunLayout) -> bool:
+    """Whether the run holds anything the pipeline commits: a registered checkpoint, seed data, an iteration's
+    data or an evaluation result (a report alone does not make a run)."""
+    from srlm.evaluation.results import child_names
+
+    return bool(
+        artifacts.list_committed(layout.registry)
+        or any(artifacts.is_committed(uri) for uri in (layout.seed_ift, layout.seed_eft, layout.eval_groups))
+        or iterations_of(layout)
+        or child_names(join_uri(layout.run_uri, "eval"))
+    )
+
+
+def require_run(layout: RunLayout) -> RunLayout:
+    """The layout, if its run exists; otherwise StoreError (a typo in --run must not report on, or record into, an
+    empty place as if it were a run)."""
+    if not run_exists(layout):
+        raise StoreError(
+            f"{layout.run_uri}: no such run (nothing committed there: no checkpoint, seed data, iteration or "
+            "evaluation); check --run and --store"
+        )
+    return layout
+
+
+def require_checkpoint(layout: RunLayout, checkpoint_id: str) -> None:
+    """StoreError unless `checkpoint_id` is registered in the run (results are recorded under a real checkpoint)."""
+    from srlm.training.registry import check_checkpoint_id
+
+    check_checkpoint_id(checkpoint_id)
+    if artifacts.is_committed(layout.registry_entry(checkpoint_id)):
+        return
+    require_run(layout)
+    registered = [uri.rstrip("/").rsplit("/", 1)[-1] for uri in artifacts.list_committed(layout.registry)]
+    raise StoreError(
+        f"{layout.run_uri}: checkpoint {checkpoint_id} is not registered in this run "
+        f"(registered: {', '.join(registered) or 'none'})"
+    )
 
 
 def iterations_of(layout: RunLayout) -> list[int]:

@@ -26,9 +26,9 @@ def local_file_path(source: str | Path) -> Path | None:
 def read_record_file(path: Path) -> list[Any]:
     """Every record of a local Parquet or JSON(L) file, in file order; DataError names the file and line."""
     if path.name.endswith(PARQUET_SUFFIXES):
-        import pyarrow.parquet as pq
+        from srlm.data.importers.sources import iter_parquet_rows
 
-        return pq.read_table(path).to_pylist()
+        return [row.value for row in iter_parquet_rows(path)]
     from srlm.data.importers.sources import read_json_records
 
     return read_json_records(path)

@@ -223,6 +223,7 @@ def evaluate_winrate(
     leaderboard: str | None = None,
     target: ResultTarget | None = None,
     echo: Echo | None = None,
+    allow_length_only_fit: bool = False,
 ) -> WinRateEvaluation:
     """Raw and length-controlled win rates of `annotations`; `difficulty_from` is "auto" (sibling sets), "none" or
     more annotation sources used only for instruction difficulty; `leaderboard` a published CSV to compare with."""
@@ -251,6 +252,7 @@ def evaluate_winrate(
         difficulty_sets(difficulty_from, annotations),
         length_control=length_control,
         difficulty_prior_sd=difficulty_prior_sd or DEFAULT_DIFFICULTY_PRIOR_SD,
+        allow_length_only_fit=allow_length_only_fit,
     )
     evaluation.payload = report.to_dict()
     if leaderboard:

@@ -17,6 +17,7 @@ leaderboard from the annotation files):
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -107,11 +108,14 @@ def evaluate_win_rates(
     *,
     length_control: bool = True,
     difficulty_prior_sd: float = DEFAULT_DIFFICULTY_PRIOR_SD,
+    allow_length_only_fit: bool = False,
 ) -> WinRateReport:
     """Raw and LC win rates of `targets`; `difficulty_sets` only help estimate instruction difficulty.
 
     Sets are grouped by baseline; each group gets one joint length-control fit over its targets and its
-    difficulty sets (a difficulty set holding the same annotations as a target is used once).
+    difficulty sets (a difficulty set holding the same annotations as a target is used once). Difficulty sets
+    that share no instruction with the others leave the fit without a difficulty term: that is an error (the LC
+    figure would silently be the length-only GLM's) unless `allow_length_only_fit`.
     """
     if not targets:
         raise DataError("no annotation sets to evaluate")
@@ -132,6 +136,14 @@ def evaluate_win_rates(
             fit = (
                 fit_length_controlled(group_sets, difficulty_prior_sd=difficulty_prior_sd) if length_control else None
             )
+            helpers = [pool[i].source for i in group if i >= len(targets)]
+            if fit is not None and fit.method == "length-only" and helpers and not allow_length_only_fit:
+                raise DataError(
+                    f"--difficulty-from {', '.join(map(str, helpers))}: shares no instruction with "
+                    f"{', '.join(str(pool[i].source) for i in group if i < len(targets))}, so instruction "
+                    "difficulty cannot be estimated; pass annotation sets of the same instructions, or "
+                    "--allow-length-only-fit to accept the length-only GLM"
+                )
             if fit is not None and any(i < len(targets) for i in group):
                 fits.append(fit)
             for pos, i in enumerate(group):
@@ -146,12 +158,15 @@ def evaluate_win_rates(
 
 def read_leaderboard(path: str | Path) -> dict[str, dict[str, str]]:
     """An AlpacaEval leaderboard CSV as {model: row}."""
+    from srlm.data.importers.sources import read_text_file
+
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: leaderboard CSV {'is a directory' if path.is_dir() else 'not found'}")
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read leaderboard: {exc}") from exc
+        rows = list(csv.DictReader(io.StringIO(read_text_file(path), newline="")))
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable leaderboard CSV: {exc}") from exc
     key = "model" if rows and "model" in rows[0] else (next(iter(rows[0])) if rows else "model")
     return {row[key]: row for row in rows}
 

@@ -1,16 +1,20 @@
 """Connecting to Ray for the vLLM engines: an existing cluster when one is named, else a local head we own.
 
 A local head started here is shut down when the last backend using it closes; a cluster srlm did not start (an
-address in the config or RAY_ADDRESS, or a `ray.init` the caller already made) is never shut down.
+address in the config or RAY_ADDRESS, or a `ray.init` the caller already made) is never shut down. Like the
+embedded head of `srlm.orchestration.ray_head`, it listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
 
 from srlm.errors import BackendError
+from srlm.orchestration.ray_head import LOOPBACK_IP, LOOPBACK_RAY_ENV
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +43,41 @@ def connect(address: str | None) -> bool:
             return False
         # "local" starts a fresh head even when another Ray instance runs on this machine (other users' clusters
         # are not ours to schedule onto or to shut down).
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=True)
+        with _single_node_on_loopback():
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=True,
+                _node_ip_address=LOOPBACK_IP,
+            )
         _local_head_users = 1
         log.info("started a local Ray head for the vLLM engines")
         return True
+
+
+@contextlib.contextmanager
+def _single_node_on_loopback() -> Iterator[None]:
+    """While a local head starts: Ray's single-node mode, in which the node IP stays 127.0.0.1 (instead of being
+    rewritten to the machine's address) and every process the head spawns binds it. Ray reads the switch into
+    `ray_constants.ENABLE_RAY_CLUSTER` when it is first imported, which may have happened already (vLLM imports
+    Ray), so the constant is set for the call as well as the variable its processes inherit; both are restored,
+    so a later connection to a real cluster from this process resolves its node address as usual."""
+    from ray._private import ray_constants
+
+    saved_env = {key: os.environ.get(key) for key in LOOPBACK_RAY_ENV}
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update(LOOPBACK_RAY_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def release() -> None:

@@ -19,6 +19,7 @@ from srlm.generation.prompts import (
     render_prompt_ids,
     stop_token_ids,
 )
+from srlm.models.loading import check_model_files, first_line, pretrained_kwargs
 
 
 class TransformersBackend(GenerationBackend):
@@ -36,15 +37,18 @@ class TransformersBackend(GenerationBackend):
             size = cfg.transformers_batch_size
             raise BackendError(f"backend.transformers_batch_size: must be at least 1, got {size}")
         self._cfg = cfg
+        check_model_files(model_path)  # before any library reads them: a damaged file is one line naming it
         self._tokenizer = load_tokenizer(model_path, chat_template)
         self._stop_ids = stop_token_ids(self._tokenizer, model_path)
         self.dtype = resolve_dtype(dtype)
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         start = time.perf_counter()
         try:
-            model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype))
+            model = AutoModelForCausalLM.from_pretrained(
+                model_path, dtype=getattr(torch, self.dtype), **pretrained_kwargs(model_path)
+            )
         except (OSError, ValueError) as exc:
-            raise ModelError(f"{model_path}: cannot load model: {exc}") from exc
+            raise ModelError(f"{model_path}: cannot load model: {first_line(exc)}") from exc
         self._model = model.to(self._device).eval()
         self.load_seconds = time.perf_counter() - start
         # Engine-level seed, like vLLM's LLM(seed=…): reproducible given the same sequence of generate calls.

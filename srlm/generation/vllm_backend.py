@@ -28,6 +28,7 @@ from srlm.generation.prompts import (
     stop_token_ids,
 )
 from srlm.generation.ray_engine import VLLMEngineActor, actor_options
+from srlm.models.loading import check_model_files, vllm_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class VLLMBackend(GenerationBackend):
         self._cfg = cfg
         # Prompts are rendered and tokenized here and reach the engines as token ids, so the chat template that
         # formats them is this tokenizer's (model.chat_template when configured), never one vLLM picks itself.
+        check_model_files(model_path)
         self._tokenizer = load_tokenizer(model_path, chat_template)
         self._stop_ids = stop_token_ids(self._tokenizer, model_path)
         self._actors: list[Any] = []
@@ -117,6 +119,7 @@ class VLLMBackend(GenerationBackend):
             "enable_prefix_caching": cfg.enable_prefix_caching,
             "gpu_memory_utilization": cfg.gpu_memory_utilization or (0.9 if on_gpu else 0.3),
             "disable_log_stats": True,
+            **vllm_kwargs(model_path),  # no remote code; safetensors weights only unless pickle is opted in
         }
         remote_cls = ray.remote(VLLMEngineActor)
         if on_gpu:

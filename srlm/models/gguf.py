@@ -64,7 +64,7 @@ def load_gguf_tokenizer(gguf_path: Path, chat_template: str) -> PreTrainedTokeni
     """The tokenizer stored in a GGUF file, with `chat_template` where the file carries none."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, trust_remote_code=False)
     if not tokenizer.chat_template:
         tokenizer.chat_template = chat_template
     return tokenizer
@@ -76,7 +76,7 @@ def load_gguf_model(gguf_path: Path) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     quantized = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32, trust_remote_code=False
     )
     config = copy.deepcopy(quantized.config)
     del config.quantization_config

@@ -57,8 +57,8 @@ def _check_saved(directory: Path) -> None:
     """Fail before committing if what was written does not reload with a chat template."""
     from transformers import AutoConfig, AutoTokenizer
 
-    AutoConfig.from_pretrained(directory)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    AutoConfig.from_pretrained(directory, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     if not tokenizer.chat_template:
         raise ModelError(f"{directory}: the saved tokenizer has no chat template")
     if not list(directory.glob("*.safetensors")):

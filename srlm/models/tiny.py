@@ -63,7 +63,7 @@ def smollm2_tokenizer_dir() -> Path:
 def load_smollm2_tokenizer() -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(smollm2_tokenizer_dir())
+    return AutoTokenizer.from_pretrained(smollm2_tokenizer_dir(), trust_remote_code=False)
 
 
 def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0) -> Path:

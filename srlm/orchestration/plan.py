@@ -56,8 +56,12 @@ class RunPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunPlan:
-        return cls(config=dict(data["config"]), iteration=int(data["iteration"]), model=data.get("model"),
-                   force=bool(data.get("force", False)))
+        return cls(
+            config=dict(data["config"]),
+            iteration=int(data["iteration"]),
+            model=data.get("model"),
+            force=bool(data.get("force", False)),
+        )
 
 
 def resolve_config_path(path: str | None, search: tuple[Path, ...] = ()) -> Path | None:
@@ -84,18 +88,17 @@ def plan_run(
     search: tuple[Path, ...] = (),
 ) -> RunPlan:
     """Load the config file, apply dotted overrides (validating the whole config), refuse a run that cannot fit the
-    config's cluster budget (srlm.planning.resources; no budget, no check), make local store paths absolute.
+    config's cluster budget (srlm.planning.resources; no budget, no check), canonicalise the store URI.
 
     Absolute store paths matter because a step runs in another process (a Ray job, a pod) with another working
-    directory; a relative `srlm-store` would silently point somewhere else there.
+    directory; a relative `srlm-store` would silently point somewhere else there. The canonical spelling
+    (srlm.store.uri.canonical_store_uri, which RunLayout uses too) is one for './x', 'x/' and '/abs/x'.
     """
     from srlm.config import load_config
     from srlm.planning.resources import refuse_unfit_plan
-    from srlm.store.uri import FILE_SCHEME, is_local, local_path
+    from srlm.store.uri import canonical_store_uri
 
     config = load_config(resolve_config_path(config_path, search), dict(overrides or {}))
     refuse_unfit_plan(config)
-    if is_local(config.store.uri):
-        absolute = local_path(config.store.uri)
-        config.store.uri = FILE_SCHEME + absolute if config.store.uri.startswith(FILE_SCHEME) else absolute
+    config.store.uri = canonical_store_uri(config.store.uri)
     return RunPlan(config=config.to_dict(), iteration=iteration, model=model or None, force=force)

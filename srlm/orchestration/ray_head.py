@@ -7,6 +7,14 @@ in its own session, so stopping it signals exactly the processes it started and 
 
 Jobs submitted to it run `python …` through the head's PATH, which starts with this interpreter's directory, so a
 local head runs jobs with the same virtual environment as the Airflow worker that started it.
+
+A local head listens on 127.0.0.1 only (every Ray process: GCS, raylet, object manager, dashboard and its agent,
+runtime-env agent, metrics, client server, workers). Ray 2.60 rewrites `--node-ip-address=127.0.0.1` to the
+machine's routable address (`services.resolve_ip_for_localhost`) unless `ray_constants.ENABLE_RAY_CLUSTER` is off;
+with it off, the node IP is the loopback address and Ray's gRPC servers and agents bind that address alone. Its
+switch is RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (named for the platforms where it defaults off): it also makes
+`ray start --address` refuse to join a second node, which a local head never has. `LOOPBACK_RAY_ENV` holds it, for
+the head started here and for the in-process head of `srlm.generation.ray_cluster`.
 """
 
 from __future__ import annotations
@@ -34,6 +42,13 @@ DEFAULT_DASHBOARD_PORT = 8265
 # Unix socket paths under the temp dir must stay short (~107 bytes), so the default is a short absolute path.
 DEFAULT_TEMP_DIR = os.environ.get("SRLM_RAY_TEMP_DIR", f"/tmp/srlm-ray-{os.getuid()}")
 STATE_FILE = "srlm-head.json"
+LOOPBACK_IP = "127.0.0.1"
+# Single-node Ray on the loopback address (see the module docstring); read by Ray when `ray` is first imported.
+LOOPBACK_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# Ray's own Python components (runtime-env agent, dashboard, job supervisor) log at WARNING: at INFO the runtime-env
+# agent writes every job's runtime env, env_vars included, to runtime_env_agent.log ("Creating runtime env: …"),
+# and the operators hand a job its store credentials through env_vars (tests/test_secret_scanning.py).
+RAY_COMPONENT_LOG_LEVEL = "warning"
 
 
 class RayHeadError(SrlmError):
@@ -55,7 +70,7 @@ class LocalRayHead:
 
 
 def local_address(port: int = DEFAULT_DASHBOARD_PORT) -> str:
-    return f"http://127.0.0.1:{port}"
+    return f"http://{LOOPBACK_IP}:{port}"
 
 
 def jobs_api_ready(address: str, timeout: float = 2.0) -> bool:
@@ -76,7 +91,7 @@ def jobs_api_ready(address: str, timeout: float = 2.0) -> bool:
 def free_port() -> int:
     """A free TCP port from the ephemeral range (outside Ray's default worker port range 10002-19999)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((LOOPBACK_IP, 0))
         return sock.getsockname()[1]
 
 
@@ -91,7 +106,8 @@ def start_local_head(
     ready_timeout: float = 180.0,
     cwd: str | None = None,
 ) -> LocalRayHead:
-    """Start `ray start --head --block` in its own session and wait until the Jobs API answers.
+    """Start `ray start --head --block` in its own session, listening on 127.0.0.1 only, and wait until the Jobs
+    API answers.
 
     `isolated_ports` (default) picks free ports for every other fixed-port component (GCS, client server, dashboard
     agent, …): the embedded head is reached only through its Jobs API, and fixed defaults (6379, 10001, 52365)
@@ -108,8 +124,9 @@ def start_local_head(
         "start",
         "--head",
         "--block",
+        f"--node-ip-address={LOOPBACK_IP}",
         "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1",
+        f"--dashboard-host={LOOPBACK_IP}",
         f"--dashboard-port={dashboard_port}",
         f"--port={gcs_port}",
         f"--temp-dir={temp.resolve()}",
@@ -131,13 +148,13 @@ def start_local_head(
     # Jobs run `python`: make that this interpreter (the venv), whatever PATH the caller had.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.update(LOOPBACK_RAY_ENV)
+    env.setdefault("RAY_LOGGER_LEVEL", RAY_COMPONENT_LOG_LEVEL)
     log_path = temp / f"head-{dashboard_port}.log"
     with open(log_path, "ab") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     address = local_address(dashboard_port)
-    head = LocalRayHead(address, f"127.0.0.1:{gcs_port}", proc.pid, str(temp.resolve()), str(log_path))
+    head = LocalRayHead(address, f"{LOOPBACK_IP}:{gcs_port}", proc.pid, str(temp.resolve()), str(log_path))
     deadline = time.monotonic() + ready_timeout
     while not jobs_api_ready(address):
         if proc.poll() is not None:
@@ -183,6 +200,9 @@ def stop_process_group(pgid: int, grace_seconds: float = 10.0) -> None:
         return
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
+        # A leader that is our child and has exited stays a zombie (and the group alive to killpg) until reaped.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pgid, os.WNOHANG)
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:

@@ -5,15 +5,26 @@ context from the spec's resolved config, calls the step's runner from the step r
 evaluate calls srlm.evaluation.suites directly), and ends its output with one `srlm-task-result: {...}` line
 holding the output URIs (srlm.orchestration.result).
 
-Exit codes: 0 done; 1 failed (a retry may help: a crash, a lost node, the store unreachable); 3 failed for a
-reason a retry cannot fix (bad config or data: srlm's ConfigError / DataError), so orchestrators stop retrying.
+Exit codes: 0 done; 1 failed (a retry may help: a crash, a lost node, the store unreachable, the process that
+started it gone); 3 failed for a reason a retry cannot fix (bad config or data: srlm's ConfigError / DataError),
+so orchestrators stop retrying.
+
+Run as a program, a step ends itself when the process that started it exits (`exit_with_parent`): the Ray job
+supervisor that dies with its head, or the Airflow task process that ran it as a local subprocess in its own
+session. Neither takes the step down with it (Ray's supervisor kills only its direct children, and a session
+leader's children survive it), and the retry that follows must not run beside an orphan writing the same outputs.
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -92,7 +103,37 @@ def _read_spec(value: str) -> StepSpec:
     return StepSpec.from_json(value)
 
 
-def main(argv: list[str] | None = None) -> int:
+ORPHAN_POLL_S = 1.0
+ORPHAN_GRACE_S = 30.0  # after this, an orphaned step that has not unwound is ended without cleanup
+
+
+def exit_with_parent(poll_s: float = ORPHAN_POLL_S, grace_s: float = ORPHAN_GRACE_S) -> threading.Event:
+    """Interrupt the main thread (KeyboardInterrupt: `with` blocks close engines and Ray) once this process is
+    orphaned, and end it after `grace_s` if it is still running. Returns the event set when that happened."""
+    orphaned = threading.Event()
+    parent = os.getppid()
+    if parent <= 1:  # PID 1 of a container, or started orphaned: no parent to outlive
+        return orphaned
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        orphaned.set()
+        with contextlib.suppress(OSError):  # the output may have been a pipe to the parent that is gone
+            print(
+                f"srlm: error: the process that started this step ({parent}) exited; stopping",
+                file=sys.stderr,
+                flush=True,
+            )
+        _thread.interrupt_main()
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="srlm-exit-with-parent", daemon=True).start()
+    return orphaned
+
+
+def main(argv: list[str] | None = None, *, orphan_guard: bool = False) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m srlm.orchestration.task",
         description="Run one orchestrated srlm step from a JSON spec (what the Airflow tasks send to Ray/Kubernetes).",
@@ -104,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    orphaned = exit_with_parent() if orphan_guard else None
     try:
         spec = _read_spec(args.spec)
         if spec.step != args.step:
@@ -119,9 +161,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"srlm: error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        if orphaned is None or not orphaned.is_set():
+            raise
+        return 1  # the watcher said why
     publish_result(outputs)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(orphan_guard=True))

@@ -119,19 +119,14 @@ def _config_data(spec: str, cache_dir: str | os.PathLike | None) -> tuple[dict[s
 
 
 def _checkpoint_config(uri: str) -> dict[str, Any]:
-    """config.json of a committed checkpoint artifact, read on its own (the weights stay where they are)."""
-    from srlm.store import join_uri, read_manifest, read_text
+    """config.json of a committed checkpoint artifact, read on its own and checked against the manifest (the
+    weights stay where they are)."""
+    from srlm.store import read_file
 
     try:
-        manifest = read_manifest(uri)
-        entry = next((f for f in manifest.files if f.path == f"_attempts/{manifest.attempt_id}/{CONFIG_FILE}"), None)
-        if entry is None:
-            raise ModelError(f"model.base {uri}: the committed artifact holds no {CONFIG_FILE}; not a checkpoint")
-        return json.loads(read_text(join_uri(uri, entry.path)))
+        return json.loads(read_file(uri, CONFIG_FILE))
     except ValueError as exc:
         raise ModelError(f"model.base {uri}: {CONFIG_FILE} is not valid JSON: {exc}") from exc
-    except ModelError:
-        raise
     except SrlmError as exc:
         raise ModelError(f"model.base {uri}: cannot read its {CONFIG_FILE}: {exc}") from exc
 

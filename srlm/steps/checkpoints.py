@@ -17,8 +17,9 @@ class ModelRef:
     """A model as the steps see it.
 
     label: how outputs name it ("M1", or the spec). spec: what srlm.models.resolve_model accepts (a store URI of a
-    checkpoint artifact, a local HF directory, an alias). fingerprint: its identity, so outputs made by another
-    model (a retrained M0, say) are recognised as stale.
+    checkpoint artifact, a local HF directory, an alias). fingerprint: its identity (a committed artifact's
+    manifest sha256, else the spec), so outputs made by another model (a retrained M0, say) are recognised as
+    stale, and the same model found at another URI (a moved store) is not.
     """
 
     label: str
@@ -26,14 +27,17 @@ class ModelRef:
     fingerprint: str
 
     def as_input(self) -> dict[str, Any]:
-        return {"label": self.label, "spec": self.spec, "fingerprint": self.fingerprint}
+        """The model as a producer input: its name and identity, not where this process found it (reuse compares
+        content, srlm.steps.reuse)."""
+        return {"label": self.label, "fingerprint": self.fingerprint}
 
 
 def registered_model(ctx: StepContext, checkpoint: str) -> ModelRef:
-    """A checkpoint from the run's registry, or a clear error saying which step makes it."""
-    from srlm.training.registry import get_checkpoint
+    """A checkpoint from the run's registry, or a clear error saying which step makes it (or, registered but not in
+    this store, that it is missing)."""
+    from srlm.training.registry import committed_checkpoint
 
-    record = get_checkpoint(ctx.layout, checkpoint)
+    record = committed_checkpoint(ctx.layout, checkpoint)
     if record is None:
         hint = "run `srlm sft` (or `srlm run`)" if checkpoint == "M0" else f"run `srlm iterate` up to {checkpoint}"
         raise ModelError(f"checkpoint {checkpoint} is not registered in run {ctx.layout.run!r}: {hint}")
@@ -71,7 +75,6 @@ def _artifact_fingerprint(uri: str) -> str:
     from srlm.store import read_manifest
 
     return read_manifest(uri).sha256 or uri
-
 
 
 def run_step(ctx: StepContext, call: StepCall) -> StepResult:

@@ -71,16 +71,19 @@ class StepContext:
         )
 
     def save_summary(self, summary: StepSummary) -> None:
-        """Print the summary and store it as summary.json + summary.txt beside the artifacts."""
+        """Print the summary and store it as summary.json + summary.txt beside the artifacts; the stored copy names
+        its output relative to the store root (RunLayout.portable), so it stays true when the store moves."""
+        import dataclasses
+
         from srlm.store.artifacts import write_text
         from srlm.store.uri import join_uri
 
-        text = summary.render()
-        self.echo(text)
+        self.echo(summary.render())
+        stored = dataclasses.replace(summary, output_uri=self.layout.portable(summary.output_uri))
         base = self.layout.summary(summary.iteration, summary.step)
         try:
-            write_text(join_uri(base, "summary.json"), summary.to_json())
-            write_text(join_uri(base, "summary.txt"), text + "\n")
+            write_text(join_uri(base, "summary.json"), stored.to_json())
+            write_text(join_uri(base, "summary.txt"), stored.render() + "\n")
         except Exception as exc:  # a summary must never fail a step whose output is committed
             log.warning("could not store the %s summary at %s: %s", summary.step, base, exc)
 
@@ -137,4 +140,3 @@ def _as_dict(params: Any) -> dict[str, Any] | None:
     if hasattr(params, "model_dump"):
         return params.model_dump()
     return dict(params)
-

@@ -24,7 +24,7 @@ from srlm.steps.backends import BackendPool, call_backends
 from srlm.steps.checkpoints import ModelRef, call_model
 from srlm.steps.context import StepCall, StepContext, StepResult
 from srlm.steps.registry import step
-from srlm.steps.reuse import drop_unlisted_shards, produced_with, reuse_committed, stale_reasons
+from srlm.steps.reuse import committed_state, drop_unlisted_shards, produced_with, reuse_committed, stale_reasons
 from srlm.steps.self_instruct import CLOSE_TAG, REASONS, PromptFilter, build_request, normalise, sample_shots
 from srlm.steps.summary import StepSummary, mean
 from srlm.store import artifacts
@@ -67,6 +67,7 @@ def generate_prompts(
     inputs = {"seeds": {"count": len(seeds), "sha256": seeds_digest}, "model": model.as_input()}
     producer = ctx.producer(STEP, iteration, inputs=inputs)
     start = time.perf_counter()
+    replaces = committed_state(out_uri)
     manifest = reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo, label="prompts")
     if manifest is not None:
         rounds = manifest.producer.get("rounds")
@@ -85,6 +86,7 @@ def generate_prompts(
         if kept >= cfg.num_prompts:
             break
         target = artifacts.shard_uri(out_uri, round_index)
+        round_replaces = committed_state(target)
         resumed = None if force else _resume_round(target, producer, screen)
         if resumed is not None:
             table, stats = resumed
@@ -92,7 +94,10 @@ def generate_prompts(
             table, stats = _run_round(
                 ctx, iteration, round_index, model, backends, seeds, screen, cfg.num_prompts - kept, sampling
             )
-            artifacts.write_table(target, table, "prompts", producer={**producer, "round": stats}, force=True)
+            round_producer = {**producer, "round": stats}
+            artifacts.write_table(
+                target, table, "prompts", producer=round_producer, force=True, replaces=round_replaces
+            )
         rounds.append(stats)
         round_uris.append(target)
         kept += table.num_rows
@@ -107,7 +112,9 @@ def generate_prompts(
             f"prompts: no usable prompt after {len(rounds)} round(s) of self-instruct with {model.label} "
             f"(rejected: {top}); raise prompts.max_new_tokens or prompts.max_rounds, or check the model"
         )
-    artifacts.commit_shards(out_uri, round_uris, "prompts", producer={**producer, "rounds": rounds}, force=True)
+    artifacts.commit_shards(
+        out_uri, round_uris, "prompts", producer={**producer, "rounds": rounds}, force=True, replaces=replaces
+    )
     drop_unlisted_shards(out_uri, len(round_uris))
     return _finish(ctx, iteration, out_uri, rounds, time.perf_counter() - start, reused=False, wanted=cfg.num_prompts)
 

@@ -1,7 +1,9 @@
 """The one rule for "is this committed output still current?", and resumption of sharded steps.
 
 A committed output is reused only while its producer fingerprint matches what the step would produce now:
-- the fingerprints of its input artifacts (their manifests' sha256, the model's, the seed prompts' digest, …),
+- the fingerprints of its input artifacts (their manifests' sha256, the model's, the seed prompts' digest, …):
+  what they hold, not where they were read from (`content_identity`), so a moved, renamed or copied store, or
+  its root spelled another way, reuses everything,
 - the settings that affect the step: the config keys the registry lists for it (srlm.steps.registry: training
   hyperparameters for sft/dpo, sampling for prompts/generate/judge, pair rules for pairs) or, for outputs outside
   the registry's steps, the settings the caller records (evaluation suites, imports),
@@ -31,6 +33,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from srlm.errors import UncommittedArtifactError
 from srlm.generation.base import tokens_per_second
 from srlm.store import artifacts
 from srlm.store.schemas import SCHEMA_VERSION
@@ -42,10 +45,36 @@ log = logging.getLogger(__name__)
 FINGERPRINTED = ("step", "inputs", "settings", "schema_version")
 
 
+# How an input was named or where it was read from (a URI, a path, a model's spec or label): not what it is.
+# Dropped before comparing an input that carries a content digest, so a moved or renamed store, or another
+# spelling of its root ('./x' and '/abs/x'), reuses its outputs; kept where the name is all that identifies an
+# input (a model alias, a file srlm cannot hash).
+NAMING_KEYS = frozenset({"uri", "path", "spec", "label"})
+DIGEST_KEYS = frozenset({"sha256", "fingerprint"})
+
+
 def fingerprint(uri: str) -> dict[str, Any]:
-    """The identity of a committed input artifact: its URI and the sha256 of its manifest."""
+    """The identity of a committed input artifact: the sha256 of its manifest.
+
+    The manifest lists every file's sha256 and size, and when and by which attempt it was committed, so its digest
+    names exactly one committed content wherever the store lives (a moved store or a copy on S3 holds the same
+    manifest bytes), and changes whenever the artifact is recomputed. The URI is not part of it: the same table
+    read through another spelling of the store root is the same input.
+    """
     manifest = artifacts.read_manifest(uri)
-    return {"uri": uri, "sha256": manifest.sha256}
+    return {"sha256": manifest.sha256}
+
+
+def content_identity(value: Any) -> Any:
+    """An input fingerprint as reuse compares it: without the naming keys (NAMING_KEYS) wherever a content digest
+    identifies it, at any depth. Producers written before fingerprints dropped the URI ({"uri": …, "sha256": …})
+    compare equal to today's ({"sha256": …})."""
+    if isinstance(value, Mapping):
+        named_only = not DIGEST_KEYS & set(value)
+        return {k: content_identity(v) for k, v in value.items() if named_only or k not in NAMING_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [content_identity(v) for v in value]
+    return value
 
 
 def step_settings(config: Any, step: str) -> dict[str, Any] | None:
@@ -85,6 +114,7 @@ def make_producer(step: str, inputs: Mapping[str, Any], settings: Mapping[str, A
 def producer_fingerprint(producer: Mapping[str, Any]) -> str:
     """sha256 over what decides reuse (FINGERPRINTED), as canonical JSON."""
     covered = {key: producer.get(key) for key in FINGERPRINTED}
+    covered["inputs"] = content_identity(covered["inputs"])
     text = json.dumps(covered, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -113,7 +143,7 @@ def stale_reasons(
     reasons: list[str] = []
     was_inputs, now_inputs = recorded.get("inputs") or {}, current.get("inputs") or {}
     for name in sorted(set(was_inputs) | set(now_inputs)):
-        if was_inputs.get(name) != now_inputs.get(name):
+        if content_identity(was_inputs.get(name)) != content_identity(now_inputs.get(name)):
             reasons.append(f"input {name} changed")
     was, now = _settings(recorded), _settings(current)
     for key in sorted((set(was) | set(now)) - set(ignore)):
@@ -137,6 +167,17 @@ class Verdict:
     @property
     def reusable(self) -> bool:
         return self.manifest is not None and not self.reasons and not self.forced
+
+
+def committed_state(uri: str) -> str | None:
+    """The sha256 of the manifest committed at `uri` now (None: nothing is committed). A step that decides to
+    recompute takes it before deciding and passes it as its write's `replaces`, so that another writer committing
+    the same output while this one computes makes this write fail (or, made by the same producer, stand on the
+    other's) instead of silently replacing it (srlm.store.artifacts, concurrent writers)."""
+    try:
+        return artifacts.read_manifest(uri).sha256
+    except UncommittedArtifactError:
+        return None
 
 
 def check_committed(uri: str, producer: Mapping[str, Any], *, force: bool = False) -> Verdict:
@@ -227,10 +268,13 @@ def run_sharded(
     if shard_size < 1:
         raise ValueError(f"{what}: shard_size must be at least 1, got {shard_size}")
     run = ShardRun()
+    # Taken when the caller has just decided to (re)compute `uri`: a writer that commits it meanwhile wins.
+    replaces = committed_state(uri)
     if not items:
         from srlm.store.schemas import schema
 
-        artifacts.write_table(uri, schema(schema_name).empty_table(), schema_name, producer=producer, force=True)
+        empty = schema(schema_name).empty_table()
+        artifacts.write_table(uri, empty, schema_name, producer=producer, force=True, replaces=replaces)
         drop_unlisted_shards(uri, 0)
         return run
     shard_uris: list[str] = []
@@ -239,14 +283,15 @@ def run_sharded(
         target = artifacts.shard_uri(uri, index)
         shard_uris.append(target)
         run.shards += 1
+        shard_replaces = committed_state(target)
         if not force and _shard_reusable(target, producer, {item[key_column] for item in chunk}, key_column):
             run.reused += 1
             continue
         table = make_shard(chunk, run)
-        artifacts.write_table(target, table, schema_name, producer=producer, force=True)
+        artifacts.write_table(target, table, schema_name, producer=producer, force=True, replaces=shard_replaces)
     if run.reused:
         log.info("%s: reused %d of %d committed shards", what, run.reused, run.shards)
-    artifacts.commit_shards(uri, shard_uris, schema_name, producer=producer, force=True)
+    artifacts.commit_shards(uri, shard_uris, schema_name, producer=producer, force=True, replaces=replaces)
     drop_unlisted_shards(uri, len(shard_uris))
     return run
 

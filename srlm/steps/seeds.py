@@ -35,7 +35,7 @@ def seed_tables(ctx: StepContext) -> tuple[str, str]:
 def _materialise(ctx: StepContext, kind: str, source_uri: str | None, limit: int | None, target: str) -> str:
     if limit is not None and limit < 1:
         raise ConfigError(f"seed_data.max_{kind}_examples: must be at least 1 (or null for all), got {limit}")
-    if source_uri is not None and source_uri.rstrip("/") == target.rstrip("/"):
+    if source_uri is not None and ctx.layout.portable(source_uri) == ctx.layout.portable(target):  # any spelling
         if limit is not None:
             raise ConfigError(f"seed_data.{kind}_uri is the run's own seed table; it cannot also be subsampled")
         return target

@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 def current_checkpoint(
     ctx: StepContext, step: str, checkpoint: str, producer: dict[str, Any], *, force: bool
 ) -> Any | None:
-    """The registered final checkpoint if it can be reused: not forced and produced by this very producer."""
-    from srlm.training.registry import get_checkpoint
+    """The registered final checkpoint if it can be reused: not forced and produced by this very producer. One
+    registered but missing from the store is an error unless forced (srlm.training.registry.committed_checkpoint)."""
+    from srlm.training.registry import committed_checkpoint, get_checkpoint
 
-    record = get_checkpoint(ctx.layout, checkpoint)
+    record = get_checkpoint(ctx.layout, checkpoint) if force else committed_checkpoint(ctx.layout, checkpoint)
     if record is None or not record.final or not artifacts.is_committed(record.uri):
         return None
     if reuse_committed(record.uri, producer, force=force, what=step, echo=ctx.echo, label=checkpoint) is None:

@@ -14,8 +14,8 @@ _EXPORTS = {
     name: module
     for module, names in {
         "srlm.store.artifacts": (
-            "commit_shards delete_artifact exists fetch_directory is_committed list_committed read_manifest "
-            "read_table read_text shard_uri write_directory write_table write_text"
+            "commit_shards delete_artifact exists fetch_directory is_committed list_committed read_file "
+            "read_manifest read_table read_text shard_uri write_directory write_table write_text"
         ),
         "srlm.store.filesystems": "configure_store",
         "srlm.store.layout": "RunLayout",

@@ -112,9 +112,7 @@ class Manifest:
                 )
             files = tuple(ManifestFile(**f) for f in data.pop("files"))
             known = {f.name for f in dataclasses.fields(cls)} - {"uri", "sha256", "files"}
-            manifest = cls(
-                files=files, **{k: v for k, v in data.items() if k in known}, uri=uri, sha256=_sha256(raw)
-            )
+            manifest = cls(files=files, **{k: v for k, v in data.items() if k in known}, uri=uri, sha256=_sha256(raw))
         except StoreError:
             raise
         except (ValueError, TypeError, KeyError) as exc:

@@ -108,12 +108,14 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("checkpoint_id", pa.string(), nullable=False),  # "M0", "M1", "M1-step200", …
             pa.field("run", pa.string(), nullable=False),
             pa.field("iteration", pa.int32(), nullable=False),  # 0 for the seed SFT model
-            pa.field("uri", pa.string(), nullable=False),  # artifact URI of the HF checkpoint directory
+            # The HF checkpoint directory's path relative to the store root (runs/<run>/models/<id>); entries
+            # written before that hold the URI as given (srlm.training.registry resolves both).
+            pa.field("uri", pa.string(), nullable=False),
             pa.field("parent_id", pa.string()),  # the model it was trained from (also the DPO reference)
             pa.field("training", pa.string(), nullable=False),  # "sft" or "dpo"
             pa.field("step", pa.int64()),
             pa.field("final", pa.bool_(), nullable=False),  # the iteration's output (vs an intermediate save)
-            pa.field("data_uri", pa.string()),  # training data it saw
+            pa.field("data_uri", pa.string()),  # training data it saw (store-relative when in the store)
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
             pa.field("config_json", pa.string()),
             # JSON: how it was trained (backend, world size, nodes, precision, sharding, resumed-from step,

@@ -59,6 +59,21 @@ def local_path(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
+def canonical_store_uri(uri: str) -> str:
+    """One spelling per store root, so a store is the same store however it is typed.
+
+    Local: an absolute, normalised path ('./x', 'x/', '~/x' and '/abs/x' agree; file:// is kept as given). Symlinks
+    are not resolved: the path the user opened the store by stays what messages show, and nothing the store
+    records depends on it (artifacts are recorded relative to the root). S3: no trailing '/'.
+    """
+    check_uri(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return join_uri(S3_SCHEME + bucket, key)
+    absolute = local_path(uri)
+    return FILE_SCHEME + absolute if uri.startswith(FILE_SCHEME) else absolute
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     """'s3://bucket/a/b' -> ('bucket', 'a/b'); the key has no leading or trailing '/'."""
     rest = uri[len(S3_SCHEME) :]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srlm.errors import ModelError
+from srlm.models.loading import check_model_files, first_line, pretrained_config, pretrained_kwargs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -35,9 +36,7 @@ DROPOUT_FIELDS = (
 def dropout_overrides(model_path: str, dropout: float) -> dict[str, float]:
     """{field: dropout} for the dropout fields `model_path`'s config defines. They must be passed at load time:
     modules read them when they are built, so changing the config afterwards does nothing."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_path)
+    config = pretrained_config(model_path)
     fields = {name: dropout for name in DROPOUT_FIELDS if isinstance(getattr(config, name, None), (int, float))}
     if dropout > 0 and not fields:
         log.warning("%s: its config has no dropout field srlm knows; training without dropout", model_path)
@@ -49,10 +48,11 @@ def load_tokenizer(model_path: str, chat_template: str | None = None) -> PreTrai
     when given; it is saved with the trained checkpoint, so every model trained from it carries it."""
     from transformers import AutoTokenizer
 
+    check_model_files(model_path, weights=False)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{model_path}: cannot load its tokenizer: {exc}") from exc
+        raise ModelError(f"{model_path}: cannot load its tokenizer: {first_line(exc)}") from exc
     if chat_template:
         tokenizer.chat_template = chat_template
     if not tokenizer.chat_template:
@@ -72,15 +72,18 @@ def load_for_training(
     values to put back before saving, so a saved checkpoint does not carry training-only settings into inference or
     the next training run."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
+    check_model_files(model_path)
     overrides = dropout_overrides(model_path, dropout)
-    original = {name: getattr(AutoConfig.from_pretrained(model_path), name) for name in overrides}
+    original = {name: getattr(pretrained_config(model_path), name) for name in overrides}
     dtype = torch.bfloat16 if master_weights == "bf16" else torch.float32
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **overrides)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, **overrides, **pretrained_kwargs(model_path)
+        )
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{model_path}: cannot load the model: {exc}") from exc
+        raise ModelError(f"{model_path}: cannot load the model: {first_line(exc)}") from exc
     return model, original
 
 
@@ -89,7 +92,13 @@ def load_reference(model_path: str) -> PreTrainedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, **dropout_overrides(model_path, 0.0))
+    check_model_files(model_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=torch.float32, **dropout_overrides(model_path, 0.0), **pretrained_kwargs(model_path)
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{model_path}: cannot load the reference model: {first_line(exc)}") from exc
     model.requires_grad_(False)
     return model.eval()
 

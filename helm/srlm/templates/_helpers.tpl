@@ -41,6 +41,26 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-database" (include "srlm.fullname" .)) .Values.airflow.externalDatabase.existingSecret -}}
 {{- end -}}
 
+{{- define "srlm.rayAuthSecret" -}}
+{{- default (printf "%s-ray-auth" (include "srlm.fullname" .)) .Values.ray.auth.existingSecret -}}
+{{- end -}}
+
+{{/* Ray token authentication: every Ray node and every client (the Airflow components submitting jobs). */}}
+{{- define "srlm.rayAuthEnv" -}}
+- name: RAY_AUTH_MODE
+  value: token
+- name: RAY_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef: {name: {{ include "srlm.rayAuthSecret" . }}, key: auth-token}
+{{- end -}}
+
+{{/* Ray's Python components log at WARNING: at INFO the runtime-env agent writes each job's env_vars (which can
+     carry store credentials) to runtime_env_agent.log. */}}
+{{- define "srlm.rayLogEnv" -}}
+- name: RAY_LOGGER_LEVEL
+  value: warning
+{{- end -}}
+
 {{- define "srlm.rayCluster" -}}
 {{- printf "%s-ray" (include "srlm.fullname" .) -}}
 {{- end -}}
@@ -97,6 +117,8 @@ app.kubernetes.io/component: {{ .component }}
 # The operators' `ray_default` connection: the KubeRay head's Jobs API (dashboard) service.
 - name: AIRFLOW_CONN_RAY_DEFAULT
   value: {{ printf "{\"conn_type\": \"ray\", \"host\": \"%s-head-svc.%s.svc\", \"port\": 8265}" (include "srlm.rayCluster" .) .Release.Namespace | quote }}
+# The Jobs API requires the cluster's token (the Ray Jobs hook sends RAY_AUTH_TOKEN).
+{{ include "srlm.rayAuthEnv" . }}
 {{- end }}
 - name: AIRFLOW_VAR_SRLM_TRAINING_BACKEND
   value: {{ .Values.training.backend | quote }}

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from srlm.data.importers.options import ReadOptions
-from srlm.data.importers.records import RowOutcome, SftExample, optional_text, require_mapping, require_text
+from srlm.data.importers.records import (
+    RowOutcome,
+    SftExample,
+    optional_text,
+    require_mapping,
+    require_text,
+    wrapped_records,
+)
 from srlm.data.importers.sources import iter_json_documents, sft_outcomes, source_name
 
 NAME = "alpaca"
@@ -20,6 +27,8 @@ SUFFIXES = (".json", ".json.gz", ".jsonl", ".jsonl.gz")
 
 def alpaca_record_to_example(value: Any, source: str) -> SftExample:
     row = require_mapping(value, None)
+    if "instruction" not in row and (wrapper := wrapped_records(row)):
+        raise wrapper
     instruction = require_text(row, "instruction")
     extra = optional_text(row, "input")
     output = require_text(row, "output")

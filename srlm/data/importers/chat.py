@@ -23,6 +23,7 @@ from srlm.data.importers.records import (
     require_mapping,
     require_text,
     split_conversation,
+    wrapped_records,
 )
 
 
@@ -54,7 +55,7 @@ def _prompt_and_target(row: dict) -> tuple[tuple[tuple[str, str], ...], str, str
         target = require_text(row, "response")
         messages = (("system", system),) if system and system.strip() else ()
         return messages + (("user", prompt),), target, "response"
-    raise FieldError("messages", "missing: a row needs 'messages', or 'prompt' and 'response'")
+    raise wrapped_records(row) or FieldError("messages", "missing: a row needs 'messages', or 'prompt' and 'response'")
 
 
 def chat_row_to_example(value: Any, source: str, options: ReadOptions) -> SftExample:

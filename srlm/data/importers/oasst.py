@@ -10,6 +10,13 @@ What is kept, following the Self-Rewarding paper (Yuan et al., 2024, §3):
   * A message is dropped, with everything below it, when it is deleted, failed review (`review_result` false),
     is synthetic (unless include_synthetic), or has blank text. A conversation never runs through a dropped
     message. `review_result` null means the review was still open; such messages are kept.
+  * Flat exports: a message whose parent is missing (orphaned) or whose parent links form a cycle reaches no
+    root; it is dropped with everything below it.
+Every dropped message is counted under its reason in `filtered` (`messages_<reason>`, the messages below a
+dropped one as `messages_below_dropped`), and so are assistant replies that carry no rank
+(`assistant_replies_unranked`: with nothing ranked, an export yields neither IFT nor evaluation groups), first
+prompts whose kept replies include no rank 0 (`first_prompts_without_a_rank_0_reply`) and a ranked reply that is
+the only one of its group and not an IFT target (`ranked_replies_without_a_ranked_sibling`).
   * Trees: every state is read except `aborted_low_grade` and `halted_by_moderator` (stopped on purpose), unless
     tree_states names the states to keep. Ranks exist only where humans finished ranking a sibling group, so
     trees still growing contribute only their completed groups.
@@ -45,6 +52,7 @@ from srlm.data.importers.records import (
     require_mapping,
     require_text,
     type_name,
+    wrapped_records,
 )
 from srlm.data.importers.sources import iter_json_documents, iter_parquet_rows, source_name
 
@@ -131,6 +139,18 @@ def exclusion_reason(message: Message, options: ReadOptions) -> str | None:
     return None
 
 
+def _count_dropped(message: Message, reason: str, filtered: Counter) -> None:
+    """Count a dropped message under its reason and everything below it (which goes with it)."""
+    filtered[f"messages_{reason}"] += 1
+    below, pending = 0, list(message.replies)
+    while pending:
+        reply = pending.pop()
+        below += 1
+        pending.extend(reply.replies)
+    if below:
+        filtered["messages_below_dropped"] += below
+
+
 def harvest(
     root: Message, source: str, options: ReadOptions, filtered: Counter
 ) -> tuple[list[SftExample], list[EvalGroup]]:
@@ -139,7 +159,7 @@ def harvest(
     groups: list[EvalGroup] = []
     reason = exclusion_reason(root, options)
     if reason:
-        filtered[f"messages_{reason}"] += 1
+        _count_dropped(root, reason, filtered)
         return examples, groups
     pending: list[tuple[Message, tuple[tuple[str, str], ...]]] = [(root, ())]
     while pending:
@@ -149,18 +169,26 @@ def harvest(
         for reply in message.replies:
             reason = exclusion_reason(reply, options)
             if reason:
-                filtered[f"messages_{reason}"] += 1
+                _count_dropped(reply, reason, filtered)
             else:
                 kept.append(reply)
         ranked = [reply for reply in kept if reply.role == "assistant" and reply.rank is not None]
+        unranked = sum(reply.role == "assistant" and reply.rank is None for reply in kept)
+        if unranked:
+            filtered["assistant_replies_unranked"] += unranked
         if message.role == "prompter" and ranked:
             if not options.keeps_lang(message.lang):
                 filtered["ranked_prompts_other_language"] += 1
             else:
+                best = None
                 if message is root:
                     best = next((reply for reply in ranked if reply.rank == 0), None)
                     if best is not None:
                         examples.append(SftExample("ift", conversation, best.text, source))
+                    else:
+                        filtered["first_prompts_without_a_rank_0_reply"] += 1
+                if len(ranked) == 1 and best is None:
+                    filtered["ranked_replies_without_a_ranked_sibling"] += 1
                 if len(ranked) >= 2:
                     ranks = dense_ranks([reply.rank for reply in ranked])
                     responses = tuple(
@@ -219,6 +247,27 @@ class _FlatTrees:
         self.order.append(message.message_id)
         return None
 
+    def _unrooted(self, roots: list[Message], children: dict[str, list[Message]]) -> Counter:
+        """Why each message that no root reaches is lost: its chain of parents ends at a missing message
+        (`messages_orphaned`) or runs in a circle (`messages_in_cycle`)."""
+        reached: set[str] = set()
+        pending = [root.message_id for root in roots]
+        while pending:
+            message_id = pending.pop()
+            reached.add(message_id)
+            pending.extend(child.message_id for child in children.get(message_id, ()))
+        lost: Counter = Counter()
+        for message_id in self.order:
+            if message_id in reached:
+                continue
+            seen: set[str] = set()
+            current: str | None = message_id
+            while current in self.messages and current not in seen:
+                seen.add(current)
+                current = self.messages[current].parent_id
+            lost["messages_orphaned" if current not in self.messages else "messages_in_cycle"] += 1
+        return lost
+
     def outcomes(self, row_file: str, source: str, options: ReadOptions) -> Iterator[RowOutcome]:
         children: dict[str, list[Message]] = defaultdict(list)
         roots: list[Message] = []
@@ -227,13 +276,14 @@ class _FlatTrees:
             message = self.messages[message_id]
             if message.parent_id is None:
                 roots.append(message)
-            elif message.parent_id in self.messages:
-                children[message.parent_id].append(message)
             else:
-                dropped["messages_orphaned"] += 1
+                children[message.parent_id].append(message)
+        dropped.update(self._unrooted(roots, children))
         if dropped:
             yield RowOutcome(row_file, None, filtered=dropped)
         for message_id, replies in children.items():
+            if message_id not in self.messages:
+                continue
             parent = self.messages[message_id]
             for reply in replies:
                 try:
@@ -272,6 +322,8 @@ def read(path: Path, options: ReadOptions) -> Iterator[RowOutcome]:
             reason = "expected a message tree (with 'prompt') or a message (with 'message_id')"
             if not isinstance(row.value, dict):
                 reason = f"expected an object, got {type_name(row.value)}"
+            elif wrapper := wrapped_records(row.value):
+                reason = wrapper.reason
             yield RowOutcome(row.file, row.line, issue=Issue(row.file, row.line, None, reason))
     if flat.messages:
         yield from flat.outcomes(str(path), source, options)

@@ -141,6 +141,18 @@ def require_mapping(value: Any, field_name: str | None) -> dict:
     return value
 
 
+def wrapped_records(row: dict) -> FieldError | None:
+    """The error for a row that is really a wrapper around the records ({"data": [{…}, …]}), or None."""
+    for key, value in row.items():
+        if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            return FieldError(
+                None,
+                f"found an object whose '{key}' holds a list of {len(value)} records; expected one record per line "
+                f"(JSON Lines) or a top-level JSON array of records (unwrap it, e.g. jq -c '.{key}[]')",
+            )
+    return None
+
+
 def require_text(row: dict, key: str, *, prefix: str = "", allow_blank: bool = False) -> str:
     """A string field that must be present (and, unless allow_blank, contain more than whitespace)."""
     name = f"{prefix}{key}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from srlm.data.importers.records import FieldError, Issue, RowOutcome, SftExampl
 from srlm.errors import DataError
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
 _JSON_WHITESPACE = " \t\r\n"
 
 
@@ -55,6 +57,19 @@ def _display(path: Path) -> str:
     return str(path)
 
 
+def read_failure(name: str, exc: BaseException) -> DataError:
+    """One line for a file that cannot be read (or decompressed) at all."""
+    if isinstance(exc, (EOFError, gzip.BadGzipFile, zlib.error)):
+        return DataError(f"{name}: truncated or corrupt gzip data: {exc}")
+    if isinstance(exc, PermissionError):
+        return DataError(f"{name}: cannot read: permission denied")
+    if isinstance(exc, IsADirectoryError):
+        return DataError(f"{name}: is a directory, expected a file")
+    if isinstance(exc, OSError):
+        return DataError(f"{name}: cannot read: {exc.strerror or exc}")
+    return DataError(f"{name}: cannot read: {exc}")
+
+
 def iter_json_lines(path: Path) -> Iterator[SourceRow]:
     """One row per non-blank line."""
     name = _display(path)
@@ -75,17 +90,18 @@ def iter_json_lines(path: Path) -> Iterator[SourceRow]:
                 except json.JSONDecodeError as exc:
                     reason = f"invalid JSON: {exc.msg} (column {exc.colno})"
                     yield SourceRow(name, number, issue=Issue(name, number, None, reason))
-    except (OSError, EOFError) as exc:  # unreadable file, truncated gzip stream
-        raise DataError(f"{name}: cannot read: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # unreadable file, truncated gzip stream
+        raise read_failure(name, exc) from exc
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
+    """A whole text file (gzip or not, a UTF-8 BOM dropped); DataError naming the file (and line, for bad UTF-8)."""
     name = _display(path)
     try:
         with _open_binary(path) as handle:
             data = handle.read()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{name}: cannot read: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_failure(name, exc) from exc
     try:
         return data.decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError as exc:
@@ -93,14 +109,33 @@ def _read_text(path: Path) -> str:
         raise DataError(f"{name}:{line}: not UTF-8 text ({exc.reason})") from exc
 
 
-def starts_with_array(path: Path) -> bool:
-    """Whether the file's first non-blank character is '[' (a JSON array document rather than JSON Lines)."""
+def _document_layout(path: Path) -> str:
+    """ "array" (a JSON array document), "object" (one JSON object spread over several lines) or "lines"."""
     try:
         with _open_binary(path) as handle:
-            head = handle.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff" + _JSON_WHITESPACE)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{_display(path)}: cannot read: {exc}") from exc
-    return head.startswith("[")
+            first_line = handle.readline()
+    except (OSError, EOFError, zlib.error) as exc:
+        raise read_failure(_display(path), exc) from exc
+    if first_line.startswith(_PARQUET_MAGIC):
+        raise DataError(f"{_display(path)}: is a Parquet file, not JSON (a Parquet input needs a .parquet name)")
+    head = first_line.decode("utf-8", errors="replace").lstrip("\ufeff" + _JSON_WHITESPACE)
+    if head.startswith("["):
+        return "array"
+    if head.startswith("{"):
+        try:
+            json.loads(head)
+        except json.JSONDecodeError:
+            return "object"  # the first line is not a whole record: a pretty-printed document, if it parses
+    return "lines"
+
+
+def _json_object_document(path: Path) -> Iterator[SourceRow] | None:
+    """The whole file as one JSON object (one row at line 1), or None when it is not one."""
+    try:
+        value = json.loads(read_text_file(path))
+    except json.JSONDecodeError:
+        return None
+    return iter([SourceRow(_display(path), 1, value=value)]) if isinstance(value, dict) else None
 
 
 def iter_json_array(path: Path) -> Iterator[SourceRow]:
@@ -110,7 +145,7 @@ def iter_json_array(path: Path) -> Iterator[SourceRow]:
     where the next item begins.
     """
     name = _display(path)
-    text = _read_text(path)
+    text = read_text_file(path)
     decoder = json.JSONDecoder()
 
     def line_at(pos: int) -> int:
@@ -146,8 +181,14 @@ def iter_json_array(path: Path) -> Iterator[SourceRow]:
 
 
 def iter_json_documents(path: Path) -> Iterator[SourceRow]:
-    """A JSON array document or JSON Lines, whichever the file holds."""
-    return iter_json_array(path) if starts_with_array(path) else iter_json_lines(path)
+    """A JSON array document, JSON Lines, or one JSON object (a wrapper such as {"data": [...]}, which the
+    importers then name), whichever the file holds."""
+    layout = _document_layout(path)
+    if layout == "array":
+        return iter_json_array(path)
+    if layout == "object":
+        return _json_object_document(path) or iter_json_lines(path)
+    return iter_json_lines(path)
 
 
 def read_json_records(path: str | Path) -> list[Any]:
@@ -171,12 +212,24 @@ def iter_parquet_rows(path: Path, batch_rows: int = 1024) -> Iterator[SourceRow]
     try:
         parquet = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{name}: not a readable Parquet file: {exc}") from exc
+        raise DataError(f"{name}: not a readable Parquet file: {_first_line(exc)}") from exc
     number = 0
-    for batch in parquet.iter_batches(batch_size=batch_rows):
+    batches = parquet.iter_batches(batch_size=batch_rows)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, pa.ArrowException) as exc:  # a damaged page or column chunk, found while reading
+            raise DataError(f"{name}: corrupt Parquet data after row {number}: {_first_line(exc)}") from exc
+        if batch is None:
+            return
         for value in batch.to_pylist():
             number += 1
             yield SourceRow(name, number, value=value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def source_name(format_name: str, path: Path) -> str:
