@@ -131,3 +131,16 @@ def test_dpo_job_on_s3_from_a_registered_checkpoint(tiny_model_dir, s3_store):
     record = run_training_job(spec, echo=False)
     assert (record.checkpoint_id, record.parent_id, record.training, record.step) == ("M1", "M0", "dpo", 1)
     assert record.config["beta"] == 0.1 and is_committed(layout.model("M1"))
+
+
+def test_a_save_made_again_by_a_restarted_attempt_keeps_the_first(tiny_model_dir, tmp_store, tmp_path):
+    """A Ray Train worker group restarted from an earlier checkpoint saves step 4 again from another work dir: the
+    first commit stands (registered once), rather than reading as another producer's and failing the job."""
+    from dataclasses import replace
+
+    spec = sft_spec(tmp_store, str(tiny_model_dir), [f"{tmp_store}/never-read"], work_dir=str(tmp_path / "try1"))
+    launch._commit_and_register(spec, tiny_model_dir, step=4, final=False, checkpoint_id="M0-step4", force=False)
+    first = get_checkpoint(spec.layout, "M0-step4")
+    retry = replace(spec, work_dir=str(tmp_path / "try2"))
+    launch._commit_and_register(retry, tiny_model_dir, step=4, final=False, checkpoint_id="M0-step4", force=False)
+    assert get_checkpoint(spec.layout, "M0-step4") == first

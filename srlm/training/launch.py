@@ -296,7 +296,9 @@ def _commit_and_register(
 ) -> None:
     from srlm.store import write_directory
 
-    job = {k: v for k, v in dataclasses.asdict(spec).items() if k != "producer"}
+    # work_dir is where this attempt trains (a fresh temporary directory per try and per Ray Train worker group), not
+    # what it produced: with it, a save that a restarted job makes again would read as another producer's.
+    job = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("producer", "work_dir")}
     producer = {"config": spec.config, **spec.producer, "training_job": job}
     write_directory(spec.layout.model(checkpoint_id), directory, kind="checkpoint", producer=producer, force=force)
     _register(spec, checkpoint_id, step=step, final=final, force=force, details=details)
