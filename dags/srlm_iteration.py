@@ -1,6 +1,7 @@
 """srlm_iteration: one self-rewarding iteration per DAG run.
 
-M_{t-1} → prompts → candidates → judgments → pairs → DPO → M_t → evaluation → publish.
+M_{t-1} → prompts → candidates → judgments → meta-judgments (Meta-Rewarding only) → pairs → judge health →
+DPO → M_t → evaluation → publish.
 
 Each step runs as a Ray job (`python -m srlm.orchestration.task STEP --spec …`) that the task waits for in the
 triggerer, not in a worker slot; training runs on the deployment's backend (ray | kubernetes | local: the
@@ -8,11 +9,19 @@ SRLM_TRAINING_BACKEND environment variable or the `srlm_training_backend` Variab
 Tasks hand each other store URIs only. Every step is idempotent: a retry or a re-triggered run reuses committed
 outputs (unless *Force*), and a retry reattaches to a still-running Ray job instead of starting a second one.
 
+The judge-health gate (srlm.judging.health) checks the judgments and pairs before DPO. A failed gate fails its task
+without retries, and the run stops before DPO with the gate's one-line reason; with *Ask for approval when the judge
+fails* a person decides instead: the `approve_judge` task waits for Approve or Reject, an approval is recorded in
+the gate's artifact (`accept_judge`) and DPO runs, a rejection (or no answer in time) ends the run without DPO.
+After a passed gate `approve_judge` succeeds at once without asking.
+
 Publishing emits an event on the `srlm://models` asset carrying the new checkpoint; with *Continue
 automatically*, `srlm_continue` then triggers the next iteration up to *Last iteration*.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from airflow.sdk import DAG, Param, task
 
@@ -28,6 +37,7 @@ from srlm_airflow.dag_defaults import (
     step_timeout,
 )
 from srlm_airflow.operators import SrlmStepOperator, training_operator
+from srlm_airflow.operators.judge_approval import JudgeApprovalOperator
 from srlm_airflow.params import override_param
 
 ITERATION_PARAMS = {
@@ -54,8 +64,19 @@ ITERATION_PARAMS = {
     "top_p": override_param("top_p", title="Top-p"),
     "beta": override_param("beta", title="DPO beta"),
     "backend": override_param("backend", title="Generation backend"),
+    "judge_approval": Param(
+        False,
+        type="boolean",
+        title="Ask for approval when the judge fails",
+        description="When the judge-health gate fails (judge_health thresholds), wait for a person to approve or "
+        "reject the judge (task approve_judge) instead of failing the run. Approving records the override in the "
+        "gate's artifact and trains M_t; rejecting, or no answer within a day, ends the run without DPO.",
+    ),
     **continuation_params(),
 }
+
+# How long approve_judge waits for a person before the run ends without DPO.
+APPROVAL_TIMEOUT = timedelta(hours=24)
 
 with DAG(
     dag_id="srlm_iteration",
@@ -100,6 +121,16 @@ with DAG(
         pool=GPU_POOL,
         execution_timeout=step_timeout("judge"),
     )
+    # Meta-Rewarding (run.method meta_rewarding): the model compares its own judgments; under self_rewarding the
+    # step commits an empty judgment_pairs table without starting an engine, so both methods share this DAG.
+    meta_judge = SrlmStepOperator(
+        task_id="meta_judge",
+        step="meta_judge",
+        plan=run_plan,
+        inputs={"candidates": generate.output, "judgments": judge.output},
+        pool=GPU_POOL,
+        execution_timeout=step_timeout("meta_judge"),
+    )
     pairs = SrlmStepOperator(
         task_id="pairs",
         step="pairs",
@@ -107,13 +138,51 @@ with DAG(
         inputs={"candidates": generate.output, "judgments": judge.output},
         execution_timeout=step_timeout("pairs"),
     )
+    meta_judge >> pairs  # Meta-Rewarding's length control and the DPO data read both
+    # The gate. It fails its task (permanently: a retry measures the same) unless approval was asked for; then it
+    # reports a failure in its result (health.passed false) and approve_judge asks a person.
+    health_inputs = {"judgments": judge.output, "pairs": pairs.output}
+    judge_health = SrlmStepOperator(
+        task_id="judge_health",
+        step="judge_health",
+        plan=run_plan,
+        inputs=health_inputs,
+        options={"on_failure": "{{ 'report' if params.judge_approval else 'fail' }}"},
+        return_key="health",
+        execution_timeout=step_timeout("judge_health"),
+    )
+    # Succeeds at once after a passed gate; after a failed one it waits for Approve or Reject, and Reject (or no
+    # answer in time) skips everything after it: accept_judge, DPO, evaluation and publishing.
+    approve_judge = JudgeApprovalOperator(
+        task_id="approve_judge",
+        health=judge_health.output,
+        subject="srlm: the judge failed its health check (iteration {{ params.iteration }}, run {{ params.run_name }})",
+        body="{{ ti.xcom_pull(task_ids='judge_health')['message'] }}\n\nApprove to train M_{{ params.iteration }} "
+        "on these pairs anyway (recorded in the gate's artifact); Reject to end this run without DPO.",
+        ignore_downstream_trigger_rules=True,
+        response_timeout=APPROVAL_TIMEOUT,
+        execution_timeout=APPROVAL_TIMEOUT,
+        retries=0,
+    )
+    # Records the approval in the gate's artifact (after a passed gate it reuses the committed result: a no-op).
+    accept_judge = SrlmStepOperator(
+        task_id="accept_judge",
+        step="judge_health",
+        plan=run_plan,
+        inputs=health_inputs,
+        options={"accepted_by": "Airflow approval (DAG run {{ run_id }}, task approve_judge)"},
+        execution_timeout=step_timeout("judge_health"),
+    )
+    approve_judge >> accept_judge
+
     # The class is the deployment's training backend (ray | kubernetes | local), chosen when this file is parsed.
     dpo = training_operator(
         task_id="dpo",
         step="dpo",
         plan=run_plan,
-        inputs={"pairs": pairs.output},
+        inputs={"pairs": pairs.output, "judgment_pairs": meta_judge.output},
         pool=GPU_POOL,
         execution_timeout=step_timeout("dpo"),
     )
+    accept_judge >> dpo
     evaluate_and_publish(run_plan, dpo.output, seed=False)

@@ -181,7 +181,11 @@ class BackendConfig:
 @dataclass(config=SECTION_CONFIG)
 class SeedDataConfig:
     ift_uri: Nullable[StoreUri] = _f(None, "IFT examples (sft_examples table). None: the seed set shipped with srlm.")
-    eft_uri: Nullable[StoreUri] = _f(None, "EFT examples (sft_examples table). None: the seed set shipped with srlm.")
+    eft_uri: Nullable[StoreUri] = _f(
+        None,
+        "EFT examples (sft_examples table; `srlm data build-eft` writes the paper's kind, from human-ranked "
+        "responses, at <out>/train). None: the seed set shipped with srlm (synthetic).",
+    )
     eval_groups_uri: Nullable[StoreUri] = _f(
         None, "Human-ranked evaluation groups for reward-model metrics (optional)."
     )
@@ -296,6 +300,11 @@ class SFTTrainingConfig(TrainingConfig):
     )
     lr_schedule: Schedule = _f("cosine", SCHEDULE_HELP, paper="cosine")
     num_train_epochs: PositiveFloat = _f(1.0, "Epochs over IFT+EFT (the paper does not state one).")
+    max_length: Annotated[Int, Field(ge=8)] = _f(
+        2048,
+        "Longest prompt + completion in tokens; longer examples are dropped and counted, not truncated (a cut EFT "
+        "target would lose its final Score line). Not stated in the paper.",
+    )
 
 
 @dataclass(config=SECTION_CONFIG)
@@ -343,22 +352,62 @@ class PromptsConfig:
     num_prompts: Count = _f(
         2000, "New prompts to keep per iteration after filtering (the paper does not publish the raw count)."
     )
-    num_shots: Count = _f(8, "Seed prompts shown per self-instruct request.", paper=8)
-    model: Nullable[str] = _f(None, "Prompt-generation model. None: the current model M_t.")
-    temperature: Temperature = _f(0.7, "Sampling temperature for prompt generation.")
-    top_p: Probability = _f(0.9, "Nucleus sampling for prompt generation.")
+    num_shots: Count = _f(
+        8, "Demonstrations per self-instruct request: seed prompts plus num_generated_shots generated ones.", paper=8
+    )
+    num_generated_shots: NonNegativeInt = _f(
+        2,
+        "Of the num_shots demonstrations, how many are prompts generated earlier in this run (earlier iterations "
+        "and rounds), drawn at random; seed prompts fill the rest, and all of them until generated ones exist.",
+        paper=2,
+    )
+    model: Nullable[str] = _f(
+        None,
+        "Prompt-generation model, the same in every iteration: a checkpoint id (M0), URI, directory, alias or hub "
+        "id (the paper: a fixed Llama 2-Chat 70B, meta-llama/Llama-2-70b-chat-hf). None: the model each iteration "
+        "starts from, M_{t-1} (a deviation from the paper).",
+    )
+    temperature: Temperature = _f(0.6, "Sampling temperature for prompt generation.", paper=0.6)
+    top_p: Probability = _f(0.9, "Nucleus sampling for prompt generation.", paper=0.9)
     max_new_tokens: Count = _f(128, "Longest generated prompt, in tokens (not stated in the paper).")
     near_duplicate_threshold: Probability = _f(
-        0.7, "Drop a prompt whose ROUGE-L F1 against a kept or seed prompt is at least this (Self-Instruct: 0.7)."
+        0.7,
+        "Drop a prompt whose ROUGE-L F1 against a seed prompt, a prompt of an earlier iteration of the run or one "
+        "already kept is at least this (Self-Instruct: 0.7).",
     )
     min_chars: NonNegativeInt = _f(10, "Shortest prompt kept, in characters.")
     max_chars: Count = _f(1000, "Longest prompt kept, in characters.")
+    min_words: NonNegativeInt = _f(4, "Shortest prompt kept, in words (Self-Instruct drops 3 words or fewer).")
+    max_words: Count = _f(150, "Longest prompt kept, in words (Self-Instruct: 150).")
+    blocked_keywords: str = _f(
+        "image, images, graph, graphs, picture, pictures, file, files, map, maps, draw, plot, go to, video, audio, "
+        "music, flowchart, diagram",
+        "Drop a prompt containing any of these comma-separated words or phrases (whole words, any case): tasks a "
+        "text-only model cannot do (Self-Instruct's list, with Alpaca's last five). Empty: no keyword filter.",
+    )
+    blocked_prefixes: str = _f(
+        "Write a program",
+        "Drop a prompt starting with any of these comma-separated phrases, in any case (Self-Instruct's filter). "
+        "Empty: none.",
+    )
+    ascii_start: bool = _f(
+        True,
+        "Drop a prompt whose first character is not ASCII (Self-Instruct's filter against non-English "
+        "instructions); turn off for seed prompts in other languages.",
+    )
     max_rounds: Count = _f(20, "Give up after this many generation rounds without reaching num_prompts.")
 
     @model_validator(mode="after")
     def _check_lengths(self) -> PromptsConfig:
         if self.min_chars > self.max_chars:
             raise _rule("min_chars", f"{self.min_chars!r} is above max_chars {self.max_chars!r}; no prompt could pass")
+        if self.min_words > self.max_words:
+            raise _rule("min_words", f"{self.min_words!r} is above max_words {self.max_words!r}; no prompt could pass")
+        if self.num_generated_shots > self.num_shots:
+            raise _rule(
+                "num_generated_shots",
+                f"{self.num_generated_shots!r} is above num_shots {self.num_shots!r}; they are part of the shots",
+            )
         return self
 
 
@@ -373,6 +422,11 @@ class GenerateConfig:
     top_p: Probability = _f(0.9, "Nucleus sampling.", paper=0.9)
     max_new_tokens: Count = _f(512, "Longest response, in tokens (not stated in the paper).")
     shard_size: Count = _f(256, "Prompts per committed shard; a rerun redoes only missing shards.")
+    drop_truncated: bool = _f(
+        True,
+        "A candidate cut off at max_new_tokens (finish reason 'length') is never the chosen side of a pair; it "
+        "may still be the rejected one. The paper states no limit; its chosen responses are ones the model ended.",
+    )
 
 
 @dataclass(config=SECTION_CONFIG)
@@ -386,6 +440,32 @@ class JudgeConfig:
     max_new_tokens: Count = _f(256, "Longest judgment, in tokens (the rubric asks for up to 100 words).")
     model: Nullable[str] = _f(None, "Judge model. None: the current model M_t (self-rewarding, as in the paper).")
     shard_size: Count = _f(256, "Candidates per committed shard.")
+    injection_guard: bool = _f(
+        False,
+        "Render the response under review as data: score claims in it replaced by a marker, <response> tags "
+        "defused, and a sentence telling the judge that scores or instructions inside it are part of the response "
+        "(srlm.judging.template). Off: the paper's prompt verbatim.",
+        paper=False,
+    )
+    min_parsed_samples: Nullable[Count] = _f(
+        None,
+        "Parsed judgments a candidate needs to compete in pair selection (a 1-of-3 mean is biased toward the "
+        "extremes). None: all num_samples, as the paper averages K=3 scores.",
+    )
+
+    @model_validator(mode="after")
+    def _check_min_parsed(self) -> JudgeConfig:
+        if self.min_parsed_samples is not None and self.min_parsed_samples > self.num_samples:
+            raise _rule(
+                "min_parsed_samples",
+                f"{self.min_parsed_samples!r} is above num_samples {self.num_samples!r}; no candidate could compete",
+            )
+        return self
+
+    @property
+    def required_parsed_samples(self) -> int:
+        """Parsed judgments a candidate needs to compete in pair selection (min_parsed_samples, else all)."""
+        return self.num_samples if self.min_parsed_samples is None else self.min_parsed_samples
 
 
 @dataclass(config=SECTION_CONFIG)
@@ -400,6 +480,99 @@ class PairsConfig:
     )
     length_control_tolerance: Annotated[Float, Field(ge=0, le=SCORE_RANGE)] = _f(
         0.25, "Score distance from the top that counts as near-top."
+    )
+
+
+@dataclass(config=SECTION_CONFIG)
+class JudgeHealthConfig:
+    """Thresholds the judge's scores must meet before DPO trains on its pairs (the judge-health gate)."""
+
+    enabled: bool = _f(True, "Check the judge's health before DPO; a failed check stops the iteration.")
+    min_parse_rate: Annotated[Float, Field(ge=0, le=1)] = _f(
+        0.5, "Least share of the iteration's judgments that must end in a parsable `Score: N`."
+    )
+    min_score_entropy: NonNegativeFloat = _f(
+        0.5,
+        "Least Shannon entropy, in bits, of the parsed judgment scores' grade histogram (0–5; all one grade: 0, "
+        "uniform: 2.58): a judge that gives every answer the same grade cannot rank them.",
+    )
+    max_share_of_fives: Annotated[Float, Field(ge=0, le=1)] = _f(
+        0.9, "Largest share of parsed judgments that may be a 5 (the 'everything is a 5' collapse)."
+    )
+    max_tie_rate: Annotated[Float, Field(ge=0, le=1)] = _f(
+        0.5,
+        "Largest share of prompts (with two or more scored candidates) whose candidates all got the same mean score: "
+        "ties yield no pair.",
+    )
+    max_length_gap: NonNegativeFloat = _f(
+        1.0,
+        "Largest relative chosen-minus-rejected length gap of the pairs, in characters: (mean chosen chars − mean "
+        "rejected chars) / mean rejected chars; 1.0 lets chosen responses be twice as long on average (a judge "
+        "rewarding length teaches DPO that longer is better).",
+    )
+    accept_warnings: bool = _f(
+        False,
+        "Continue past a failed judge-health check (recorded in the check's artifact). The CLI's "
+        "--accept-judge-warnings sets it.",
+    )
+
+
+@dataclass(config=SECTION_CONFIG)
+class MetaRewardingConfig:
+    """Meta-Rewarding (Wu et al., 2024): the model also judges its own judgments (run.method: meta_rewarding)."""
+
+    template: Text = _f(
+        "meta_judge",
+        "Meta-judge prompt: a shipped template name or a path to a template file with {instruction}, {response}, "
+        "{judgment_a} and {judgment_b}. The shipped one is the paper's meta-judge prompt.",
+        paper="meta_judge",
+    )
+    length_control_rho: Annotated[Float, Field(ge=0, le=1)] = _f(
+        0.1,
+        "Actor pairs: the chosen response is the shortest one scoring at least (1 − ρ)·max + ρ·min of its prompt's "
+        "mean scores, the rejected the lowest-scored. 0: the top score only (no length control).",
+    )
+    max_judgments: Nullable[Annotated[Int, Field(ge=2)]] = _f(
+        None,
+        "Parsed judgments of the selected response that meet in battles (every pair, both orders: n·(n−1) "
+        "meta-judge calls per prompt). None: all of them (at most judge.num_samples).",
+    )
+    temperature: Temperature = _f(0.7, "Meta-judge sampling temperature.")
+    top_p: Probability = _f(0.9, "Meta-judge nucleus sampling.")
+    max_new_tokens: Count = _f(256, "Longest meta-judgment, in tokens (an explanation, then 'Winner: Judgment A|B').")
+    shard_size: Count = _f(64, "Prompts per committed shard of meta-judgments.")
+
+
+@dataclass(config=SECTION_CONFIG)
+class VerdictConfig:
+    """The head-to-head check that ends `srlm run`: the newest model against the previous one."""
+
+    enabled: bool = _f(
+        False,
+        "After the run's last iteration, evaluate M_t against M_(t-1) head to head (both orders), record the "
+        "monitors, write the report and print a verdict. Off by default: the paper's loop has no such step, and at "
+        "its scale a self-judged check is no substitute for `srlm eval` with an external judge.",
+    )
+    num_prompts: Count = _f(32, "Prompts the two models are compared on (each judged twice, the responses swapped).")
+    prompts: Nullable[Text] = _f(
+        None,
+        "Prompts table or file (.jsonl/.json/.txt) to compare on; the first num_prompts are used. None: the shipped "
+        "seed instructions that the run trained on nowhere (not in its seed IFT or EFT tables, not in any "
+        "iteration's prompts), in file order.",
+    )
+    judge: Text = _f(
+        "self",
+        "Who judges: self (M_t, the newest model, with the pairwise template; the verdict says self-judged), a "
+        "model spec (a local judge), or an OpenAI-compatible URL / Airflow-style connection URI.",
+    )
+    sampling: Literal["greedy", "config"] = _f(
+        "greedy", "How the two models answer: greedy, or the generate section's temperature and top-p."
+    )
+    backend: Nullable[BackendName] = _f(
+        None,
+        "Generation backend of the verdict's two engines (M_(t-1), then M_t, which also judges). None: "
+        "backend.backend. On a CPU, transformers starts in seconds where vLLM takes minutes, which outweighs "
+        "vLLM's throughput at verdict sizes.",
     )
 
 
@@ -428,6 +601,12 @@ class RunConfig:
     iterations: NonNegativeInt = _f(
         2, "Self-rewarding iterations after the seed SFT (the paper runs two: M1 → M2 → M3).", paper=2
     )
+    method: Literal["self_rewarding", "meta_rewarding"] = _f(
+        "self_rewarding",
+        "self_rewarding: DPO on response pairs the model judged (Yuan et al., 2024). meta_rewarding: the model also "
+        "judges its judgments and DPO adds judgment pairs (Wu et al., 2024; settings under meta_rewarding).",
+        paper="self_rewarding",
+    )
 
 
 @dataclass(config=SECTION_CONFIG)
@@ -444,6 +623,9 @@ class SRLMConfig:
     dpo: DPOTrainingConfig = _section(DPOTrainingConfig, "DPO of each iteration: M_{t-1} → M_t.")
     run: RunConfig = _section(RunConfig, "The run.")
     cluster: ClusterConfig = _section(ClusterConfig, "The hardware budget the run is planned against.")
+    judge_health: JudgeHealthConfig = _section(JudgeHealthConfig, "The judge-health gate before DPO.")
+    meta_rewarding: MetaRewardingConfig = _section(MetaRewardingConfig, "Meta-Rewarding's meta-judge (method switch).")
+    verdict: VerdictConfig = _section(VerdictConfig, "The head-to-head verdict at the end of a run.")
 
     @model_validator(mode="after")
     def _check_generation_fits(self) -> SRLMConfig:

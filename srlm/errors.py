@@ -35,3 +35,8 @@ class ModelError(SrlmError):
 
 class BackendError(SrlmError):
     """A generation backend cannot start or fails."""
+
+
+class JudgeHealthError(DataError):
+    """The iteration's judgments fail the judge-health gate (srlm.judging.health). A DataError, so an orchestrated
+    task fails permanently: a retry judges nothing anew and would fail the same way."""

@@ -154,10 +154,10 @@ def test_every_param_has_help_text(dagbag):
 def test_iteration_dag_chain_retries_pools_and_timeouts(dagbag):
     dag = dagbag.dags["srlm_iteration"]
     assert dag.max_active_runs == 1 and dag.schedule is None
-    order = ["plan", "prompts", "generate", "judge", "pairs", "dpo", "evaluate", "publish"]
+    order = ["plan", "prompts", "generate", "judge", "meta_judge", "pairs", "dpo", "evaluate", "publish"]
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} → {downstream}"
-    for task_id in ("prompts", "generate", "judge", "dpo"):
+    for task_id in ("prompts", "generate", "judge", "meta_judge", "dpo"):
         assert dag.get_task(task_id).pool == "srlm_gpu"
     assert dag.get_task("pairs").pool != "srlm_gpu"
     for task in dag.tasks:
@@ -215,3 +215,43 @@ def test_task_timeouts_come_from_the_step_registry(dagbag):
     for dag_id, task_id in (("srlm_iteration", "generate"), ("srlm_iteration", "dpo"), ("srlm_seed", "sft"),
                             ("srlm_evaluate", "checkpoints"), ("srlm_iteration", "evaluate")):
         assert dagbag.dags[dag_id].get_task(task_id).execution_timeout == registry.step(task_id).timeout
+
+
+def test_the_judge_health_gate_sits_between_pairs_and_dpo_with_an_optional_approval(dagbag):
+    from srlm_airflow.operators.judge_approval import needs_approval
+
+    dag = dagbag.dags["srlm_iteration"]
+    gate = dag.get_task("judge_health")
+    assert {"pairs", "judge"} <= gate.upstream_task_ids and gate.step == "judge_health"
+    assert gate.pool != "srlm_gpu" and gate.return_key == "health"
+    assert gate.options == {"on_failure": "{{ 'report' if params.judge_approval else 'fail' }}"}
+    approve = dag.get_task("approve_judge")
+    assert type(approve).__name__ == "JudgeApprovalOperator" and approve.upstream_task_ids == {"judge_health"}
+    assert approve.ignore_downstream_trigger_rules is True  # a rejection skips DPO, evaluation and publishing
+    assert approve.response_timeout == approve.execution_timeout == timedelta(hours=24) and approve.retries == 0
+    accept = dag.get_task("accept_judge")
+    assert accept.upstream_task_ids >= {"approve_judge"} and accept.step == "judge_health"
+    assert accept.options["accepted_by"].startswith("Airflow approval")
+    # DPO waits for the gate (and an approval when one was asked for); its default trigger rule: all upstream passed.
+    dpo = dag.get_task("dpo")
+    assert {"accept_judge", "pairs"} <= dpo.upstream_task_ids and dpo.trigger_rule == "all_success"
+    assert validate(dag, {})["judge_approval"] is False  # approval only when a trigger asks for it
+    # A person is asked only about a failed gate nobody accepted yet.
+    assert needs_approval({"passed": False, "message": "judge health: …"})
+    assert not needs_approval({"passed": True}) and not needs_approval(None)
+
+
+def test_a_passed_gate_is_approved_without_asking_anyone():
+    from srlm_airflow.operators.judge_approval import JudgeApprovalOperator
+
+    passed = {"passed": True, "failed_checks": 0, "message": "judge health: every check passed"}
+    approve = JudgeApprovalOperator(task_id="approve_judge", health=passed, subject="the judge")
+    assert approve.execute(context={}) is None  # no human-in-the-loop request written, nothing awaited
+
+
+def test_an_auto_continued_iteration_keeps_asking_for_judge_approval():
+    from srlm_airflow.params import continuation_conf
+
+    published = {"run": "r", "iteration": 1, "checkpoint_id": "M1", "checkpoint_uri": "s3://b/runs/r/models/M1",
+                 "params": {"auto_continue": True, "last_iteration": 3, "judge_approval": True}}
+    assert continuation_conf(published)["judge_approval"] is True

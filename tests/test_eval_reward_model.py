@@ -74,22 +74,35 @@ def test_metrics_match_hand_computed_values():
     assert backend.sampling.n == 3 and len(backend.requests) == 12
     assert "question g1" in backend.requests[0][0]["content"]
     m = reward_model_metrics(groups)
-    # human-ordered pairs: g1 (1, 1, 0), g2 model tie 0.5, g4 (1, 1; its rank-0 tie is no pair), g5 0; g3 has one
-    # scored response only
-    assert m.n_pairs == 7
-    assert m.pairwise_accuracy == pytest.approx(4.5 / 7)
-    assert m.model_tie_rate == pytest.approx(1 / 7)
-    assert m.exact_match == pytest.approx(1 / 4)  # only g4 (ties match ties)
-    assert m.n_groups_ranked == 4
-    assert m.spearman == pytest.approx((0.5 + 0.0 + 1.0 - 1.0) / 4)  # g2's constant model scores count 0
-    assert m.kendall_tau == pytest.approx((1 / 3 + 0.0 + 1.0 - 1.0) / 4)
+    # A response is scored only with all 3 judgments parsed: g2-0 (4,x,4) and g3-1 (x,x,x) are not, so g2 and g3
+    # keep one scored response each. Human-ordered pairs: g1 (1, 1, 0), g4 (1, 1; its rank-0 tie is no pair), g5 0.
+    assert m.n_pairs == 6
+    assert m.pairwise_accuracy == pytest.approx(4 / 6)
+    assert m.pairwise_accuracy_tie_half == pytest.approx(4 / 6) and m.model_tie_rate == 0.0
+    assert m.exact_match == pytest.approx(1 / 3)  # only g4 (ties match ties)
+    assert m.n_groups_ranked == 3
+    assert m.spearman == pytest.approx((0.5 + 1.0 - 1.0) / 3)
+    assert m.kendall_tau == pytest.approx((1 / 3 + 1.0 - 1.0) / 3)
     assert m.five_best == pytest.approx(3 / 4)  # perfect 5s: g1-0, g4-0, g4-1 are human-best; g5-1 is not
     assert m.n_perfect_five == 4
     assert m.best_scored_five == pytest.approx(2 / 5)
     assert m.parse_rate == pytest.approx(32 / 36)
-    assert m.response_parse_rate == pytest.approx(11 / 12)
+    assert m.response_parse_rate == pytest.approx(10 / 12) and m.n_responses_partly_parsed == 1
     assert m.n_groups == 5
 
+
+def test_metrics_with_one_parsed_judgment_enough():
+    m = reward_model_metrics(score_groups(_groups(), ScoreEchoBackend(), template=load_template()), min_parsed_samples=1)
+    # g2-0 now scores 4 (the mean of its two parsed judgments) and ties g2-1: a 7th pair, not agreement.
+    assert m.n_pairs == 7
+    assert m.pairwise_accuracy == pytest.approx(4 / 7)
+    assert m.pairwise_accuracy_tie_half == pytest.approx(4.5 / 7)
+    assert m.model_tie_rate == pytest.approx(1 / 7)
+    assert m.exact_match == pytest.approx(1 / 4)  # g1, g2 (model tie, human order), g4 ✓, g5
+    assert m.spearman == pytest.approx((0.5 + 0.0 + 1.0 - 1.0) / 4)  # g2's constant model scores count 0
+    assert m.kendall_tau == pytest.approx((1 / 3 + 0.0 + 1.0 - 1.0) / 4)
+    assert m.response_parse_rate == pytest.approx(11 / 12) and m.n_responses_partly_parsed == 0
+    assert (m.five_best, m.n_perfect_five) == (pytest.approx(3 / 4), 4)
 
 
 def test_responses_too_long_for_the_judge_are_left_out_and_counted():

@@ -109,7 +109,7 @@ def test_results_are_committed_kept_on_rerun_and_recomputed_for_a_retrained_chec
     assert outcome.results == {"reward_model": reward_uri, "monitors": monitors_uri} and outcome.skipped == {}
     assert [label for label, _ in judge_backends] == ["M1"]  # the checkpoint itself judged
     rows = {r["metric"]: r["value"] for r in artifacts.read_table(reward_uri, "eval_results").to_pylist()}
-    assert rows["pairwise_accuracy"] == pytest.approx(4.5 / 7)
+    assert rows["pairwise_accuracy"] == pytest.approx(4 / 6)  # strict; g2-0 (4,x,4) has no score with 1 of 3 unparsed
     assert artifacts.is_committed(ctx.layout.eval_result("M0", "monitors", SUITE_VERSION))  # the whole run's
     first = {uri: _sha(uri) for uri in (reward_uri, monitors_uri, ctx.layout.eval_result("M0", "monitors", "v1"))}
 

@@ -152,7 +152,9 @@ def test_from_step_recomputes_that_step_and_everything_after_it(tmp_store, tmp_p
 
 
 def test_iteration_without_pairs_fails_clearly_and_registers_nothing(tmp_store, tmp_path, fake_training):
-    ctx = make_ctx(tmp_store)
+    # The judge-health gate would stop this judge first (parse rate 0; tests/test_judge_health.py): off, so the
+    # DPO step's own refusal of zero pairs is what is tested here.
+    ctx = make_ctx(tmp_store, **{"judge_health.enabled": False})
     register_m0(ctx, tmp_path)
 
     class NoVerdicts(ScriptedBackend):
@@ -261,6 +263,9 @@ def e2e_ctx(store: str, tiny_model_dir: Path, tmp_path: Path) -> StepContext:
         "generate.num_candidates": 3,
         "generate.max_new_tokens": 12,
         "generate.shard_size": 2,
+        # A random-weight model never ends a response: every candidate hits max_new_tokens, and with drop_truncated
+        # on (the default) none could be chosen.
+        "generate.drop_truncated": False,
         "judge.num_samples": 2,
         "judge.max_new_tokens": 8,
         "sft.batch_size": 4,

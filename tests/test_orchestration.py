@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -267,6 +268,33 @@ def test_task_entry_point_exits_3_on_errors_a_retry_cannot_fix(capsys):
     spec = StepSpec(step="judge", config={}, iteration=1)
     assert task.main(["pairs", "--spec", spec.to_json()]) == 3
     assert "runs step 'pairs' but the spec is for 'judge'" in capsys.readouterr().err
+
+
+def test_the_parent_watch_has_stopped_when_the_entry_point_returns(tmp_store, tmp_path, capsys):
+    # A watcher thread still alive at interpreter shutdown is ended by pthread_exit, which can abort a step that
+    # succeeded (exit 134, "terminate called without an active exception"); main must stop it, on success too.
+    import threading
+
+    register(tmp_store, "M0", 0, tmp_path)
+    plan = plan_run({"store_uri": tmp_store, "run_name": "win"}, iteration=0, model=None)
+    for argv, code in ((["checkpoints", "--spec", plan.spec("checkpoints").to_json()], 0), (["pairs", "--spec", "{"], 3)):
+        assert task.main(argv, orphan_guard=True) == code
+        assert not [t for t in threading.enumerate() if t.name == "srlm-exit-with-parent"]
+    capsys.readouterr()
+
+
+def test_an_orphaned_step_is_interrupted_and_the_watch_ends_with_it():
+    watch = None
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            watch = task.ParentWatch(poll_s=0.05, grace_s=30, parent=2**22 + 1)  # not our parent: as if it had exited
+            while True:  # the step's work, until the watcher interrupts it
+                time.sleep(0.01)
+    finally:
+        if watch is not None:
+            watch.stop()
+    assert watch.orphaned.is_set()
+    assert watch._thread is not None and not watch._thread.is_alive()
 
 
 def register(store: str, checkpoint: str, iteration: int, tmp_path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from srlm.steps.dpo import train_iteration_model
 from srlm.steps.iterate import iterate
-from srlm.steps.registry import ITERATION_STEPS
+from srlm.steps.registry import ITERATION_STEPS, step
 from srlm.steps.reuse import producer_fingerprint, reuse_committed, stale_reasons
 from srlm.store import artifacts
 from srlm.training.registry import get_checkpoint, register_checkpoint
@@ -86,12 +86,17 @@ def test_a_changed_sampling_setting_recomputes_that_step_and_everything_downstre
     lines: list[str] = []
     ctx = iteration_ctx(tmp_store, lines, **{"generate.temperature": 0.9})
     result = iterate(ctx, 1, opener=scripted_opener)
-    assert recomputed(result) == ["generate", "judge", "pairs", "dpo"] and result.backend_starts == 1
+    assert recomputed(result) == ["generate", "judge", "meta_judge", "pairs", "judge_health", "dpo"]
+    assert result.backend_starts == 1
     assert len(first_iteration) == 2
     assert recompute_lines(lines) == [
         f"generate: recomputing candidates ({ctx.layout.candidates(1)}): generate.temperature changed 0.7 → 0.9",
         f"judge: recomputing judgments ({ctx.layout.judgments(1)}): input candidates changed",
+        f"meta_judge: recomputing judgment pairs ({step('meta_judge').output_uri(ctx.layout, 1)}): input judgments "
+        "changed",
         f"pairs: recomputing pairs ({ctx.layout.pairs(1)}): input candidates changed; input judgments changed",
+        f"judge_health: recomputing judge health ({step('judge_health').output_uri(ctx.layout, 1)}): input "
+        "judgments changed; input pairs changed",
         f"dpo: recomputing M1 ({ctx.layout.model('M1')}): input pairs changed",
     ]
     produced = artifacts.read_manifest(ctx.layout.candidates(1)).producer
@@ -102,10 +107,12 @@ def test_a_changed_pair_rule_recomputes_pairs_and_the_checkpoint(tmp_store, firs
     lines: list[str] = []
     ctx = iteration_ctx(tmp_store, lines, **{"pairs.min_margin": 0.5})
     result = iterate(ctx, 1, opener=scripted_opener)
-    assert recomputed(result) == ["pairs", "dpo"] and result.backend_starts == 0
+    assert recomputed(result) == ["pairs", "judge_health", "dpo"] and result.backend_starts == 0
     assert len(first_iteration) == 2
     assert recompute_lines(lines) == [
         f"pairs: recomputing pairs ({ctx.layout.pairs(1)}): pairs.min_margin changed 0.0 → 0.5",
+        f"judge_health: recomputing judge health ({step('judge_health').output_uri(ctx.layout, 1)}): input pairs "
+        "changed",
         f"dpo: recomputing M1 ({ctx.layout.model('M1')}): input pairs changed",
     ]
 
@@ -138,7 +145,7 @@ def test_force_recomputes_without_deleting_first(tmp_store, first_iteration):
     ctx = make_ctx(tmp_store)
     before = artifacts.read_manifest(ctx.layout.judgments(1))
     result = iterate(ctx, 1, force_from="judge", opener=scripted_opener)
-    assert recomputed(result) == ["judge", "pairs", "dpo"]
+    assert recomputed(result) == ["judge", "meta_judge", "pairs", "judge_health", "dpo"]
     after = artifacts.read_manifest(ctx.layout.judgments(1))
     assert after.sha256 != before.sha256 and after.total_rows == before.total_rows
 

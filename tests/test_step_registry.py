@@ -27,11 +27,11 @@ def test_every_consumer_lists_exactly_the_registry_steps():
     from srlm.cli.main import build_parser
 
     names = tuple(step.name for step in registry.STEPS)
-    assert names == registry.STEP_NAMES == ("sft", "prompts", "generate", "judge", "pairs", "dpo", "evaluate",
-                                            "checkpoints")
+    assert names == registry.STEP_NAMES == ("sft", "prompts", "generate", "judge", "meta_judge", "pairs",
+                                            "judge_health", "dpo", "evaluate", "checkpoints")
     assert tuple(task.RUNNERS) == spec_module.STEPS == names
     assert spec_module.ITERATION_STEPS == iterate_module.ITERATION_STEPS == registry.ITERATION_STEPS
-    assert registry.ITERATION_STEPS == ("prompts", "generate", "judge", "pairs", "dpo")
+    assert registry.ITERATION_STEPS == ("prompts", "generate", "judge", "meta_judge", "pairs", "judge_health", "dpo")
     commands = subcommands(build_parser())
     assert {s.name for s in registry.STEPS if s.cli is not None} <= set(commands)
     (from_step,) = [a for a in commands["iterate"]._actions if a.dest == "from_step"]
@@ -67,7 +67,12 @@ def test_fingerprinted_settings_are_the_steps_own_results_not_operations():
     assert not {"dpo.num_processes", "dpo.per_device_batch_size", "dpo.backend", "dpo.sharding"} & set(dpo)
     # checkpoint selection picks M_t among the save_steps checkpoints, so for dpo it decides the result; not for sft
     assert "dpo.save_steps" in dpo and "sft.save_steps" not in step_settings(config, "sft")
-    assert set(step_settings(config, "pairs")) == {f"pairs.{k}" for k in config.to_dict()["pairs"]}
+    # the pairs step also reads two selection rules kept in other sections (and judge.num_samples, their default)
+    selection = {
+        "judge.min_parsed_samples", "judge.num_samples", "generate.drop_truncated", "run.method",
+        "meta_rewarding.length_control_rho",
+    }
+    assert set(step_settings(config, "pairs")) == {f"pairs.{k}" for k in config.to_dict()["pairs"]} | selection
     generate = step_settings(config, "generate")
     assert generate["generate.temperature"] == 0.7 and "generate.shard_size" not in generate
     assert "backend.seed" in generate and "backend.backend" not in generate

@@ -1,17 +1,22 @@
-"""Self-instruct request format, task extraction and the prompt filters (no model needed)."""
+"""Self-instruct request format, the demonstration mix, task extraction and the prompt filters (no model needed)."""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 
+from srlm.config import SRLMConfig, load_config
+from srlm.errors import ConfigError
 from srlm.steps.self_instruct import (
     NearDuplicateIndex,
     PromptFilter,
     build_request,
     extract_task,
+    generated_shot_count,
     normalise,
+    parse_phrases,
     rouge_tokens,
     sample_shots,
 )
@@ -130,3 +135,93 @@ def test_filter_remembers_what_it_accepts():
     screen.remember_accepted("Name the largest ocean on Earth.")
     assert screen.screen("Name the largest ocean on Earth", "stop", []) == (None, "duplicate")
     assert screen.accepted == 2
+
+
+# ------------------------------------------------------------------------------ the paper's demonstration mix
+
+GENERATED = [f"Generated question number {i} about topic {i * 37}?" for i in range(10)]
+
+
+def test_shots_mix_generated_prompts_with_seeds_as_self_instruct_does():
+    seeds = [f"Seed task {i}: explain topic {i}." for i in range(12)]
+    shots = sample_shots(seeds, 8, random.Random(3), GENERATED, 2)
+    assert len(shots) == 8 and len(set(shots)) == 8
+    assert sum(shot in GENERATED for shot in shots) == 2 and sum(shot in seeds for shot in shots) == 6
+    assert shots == sample_shots(seeds, 8, random.Random(3), GENERATED, 2)  # deterministic given the rng
+    assert shots != sample_shots(seeds, 8, random.Random(4), GENERATED, 2)
+
+
+def test_shots_are_seeds_while_too_few_generated_prompts_exist():
+    seeds = [f"Seed task {i}: explain topic {i}." for i in range(12)]
+    one = sample_shots(seeds, 8, random.Random(0), GENERATED[:1], 2)
+    assert sum(shot in GENERATED for shot in one) == 1 and len(one) == 8
+    # With none generated yet the draw is exactly the seed-only draw.
+    assert sample_shots(seeds, 8, random.Random(0), [], 2) == random.Random(0).sample(seeds, 8)
+    assert [generated_shot_count(8, 2, 0), generated_shot_count(8, 2, 5), generated_shot_count(1, 2, 5)] == [0, 2, 1]
+
+
+# --------------------------------------------------------------------------------- Self-Instruct's filters
+
+
+def paper_filter(**overrides) -> PromptFilter:
+    """The filter as the prompts step builds it from the default config."""
+    cfg = SRLMConfig().prompts
+    return PromptFilter.from_config(cfg, overrides.pop("seeds", SEEDS), overrides.pop("earlier", ()))
+
+
+@pytest.mark.parametrize(
+    ("task", "reason"),
+    [
+        ("Draw a cat sitting on a fence.", "keyword"),
+        ("Describe the image of a busy city street.", "keyword"),
+        ("Plot the sales figures for last year.", "keyword"),
+        ("Where should I GO   TO eat in Paris tonight?", "keyword"),  # a phrase, any case and spacing
+        ("Write a short song with music notes.", "keyword"),
+        ("Explain what a withdrawal fee is.", None),  # "draw" inside a word is no keyword
+        ("Summarise this profile of a famous chef.", None),  # nor "file" inside "profile"
+        ("Write a program that sorts a list of numbers.", "blocked_prefix"),
+        ("write a program to reverse a string", "blocked_prefix"),
+        ("Tell me jokes", "too_short"),  # 3 words: Self-Instruct keeps 4 or more
+        (" ".join(["word"] * 151), "too_long"),
+        ('"Quoted" questions are not instructions here?', "bad_start"),
+        ("(Optional) tell me a joke about cats.", "bad_start"),
+        ("• list some fruits that are red please", "bad_start"),
+        ("Écris un poème sur la mer et le vent.", "non_ascii_start"),
+        ("Why do cats purr when they are happy?", None),
+    ],
+)
+def test_paper_filters_drop_what_self_instruct_drops(task, reason):
+    screen = paper_filter()
+    expected = (task, None) if reason is None else (None, reason)
+    assert screen.screen(task, "stop", []) == expected
+    assert screen.rejected == (Counter({reason: 1}) if reason else Counter())
+
+
+def test_default_keywords_are_self_instructs_list_and_configurable():
+    cfg = SRLMConfig().prompts
+    keywords = parse_phrases(cfg.blocked_keywords)
+    assert len(keywords) == 18 and {"image", "graphs", "go to", "flowchart", "diagram"} <= set(keywords)
+    assert parse_phrases(" a, ,b c ,") == ("a", "b c")
+    relaxed = PromptFilter.from_config(
+        load_config(None, {"prompts.blocked_keywords": "", "prompts.ascii_start": False}).prompts, SEEDS
+    )
+    assert relaxed.screen("Draw a cat sitting on a fence.", "stop", [])[1] is None
+    assert relaxed.screen("Écris un poème sur la mer et le vent.", "stop", [])[1] is None
+
+
+def test_prompts_of_earlier_iterations_are_rejected_and_counted_apart():
+    earlier = ["Explain how rainbows form in the sky.", "List three facts about the planet Mars."]
+    screen = paper_filter(earlier=earlier)
+    assert screen.screen("explain how rainbows form in the sky", "stop", []) == (None, "earlier_iteration")
+    assert screen.screen("List three fun facts about the planet Mars.", "stop", []) == (None, "earlier_iteration")
+    assert screen.rejected == Counter({"earlier_iteration": 2})
+    assert screen.screen("Why do cats purr when they are happy?", "stop", [])[1] is None
+    # Later requests may show the earlier iterations' prompts and the accepted one as generated demonstrations.
+    assert screen.generated == [*earlier, "Why do cats purr when they are happy?"]
+
+
+def test_config_refuses_more_generated_shots_than_shots():
+    with pytest.raises(ConfigError, match="num_generated_shots"):
+        load_config(None, {"prompts.num_shots": 2, "prompts.num_generated_shots": 3})
+    with pytest.raises(ConfigError, match="min_words"):
+        load_config(None, {"prompts.min_words": 10, "prompts.max_words": 5})

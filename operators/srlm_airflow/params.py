@@ -42,6 +42,7 @@ INHERITED_PARAMS = (
     "top_p",
     "beta",
     "backend",
+    "judge_approval",  # an auto-continued iteration asks a person about its judge as this one did
     "auto_continue",
     "last_iteration",
 )

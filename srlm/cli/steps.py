@@ -56,11 +56,11 @@ def register(subparsers) -> None:
         parser.set_defaults(func=lambda args, definition=definition: run_registered_step(definition, args))
 
     iterate = subparsers.add_parser(
-        "iterate", help="One self-rewarding iteration: prompts → candidates → judgments → pairs → DPO → M_T.",
+        "iterate", help="One self-rewarding iteration: prompts → candidates → judgments → pairs → judge health → DPO → M_T.",
         description="Runs prompts, generate and judge on one generation backend opened on M_{T-1} (closed before "
-        "training), then pairs and DPO, registering M_T. Committed steps are reused, so a rerun resumes. An "
-        "iteration that yields no preference pairs stops with an error before DPO (see the judge and pairs "
-        "summaries); its committed data stays for inspection.",
+        "training), then pairs, the judge-health gate and DPO, registering M_T. Committed steps are reused, so a "
+        "rerun resumes. An iteration whose judge fails the gate (judge_health thresholds), or that yields no "
+        "preference pairs, stops with an error before DPO; its committed data stays for inspection.",
     )
     _common(iterate)
     _backend(iterate)
@@ -69,6 +69,7 @@ def register(subparsers) -> None:
         "--from-step", choices=ITERATION_STEPS,
         help="Recompute this step (later steps follow, their inputs having changed). --force means --from-step prompts.",
     )
+    _accept_judge_warnings(iterate)
     iterate.set_defaults(func=run_iterate)
 
     run = subparsers.add_parser(
@@ -80,7 +81,21 @@ def register(subparsers) -> None:
     _backend(run)
     run.add_argument("--model", metavar="SPEC", help="Base model (model.base).")
     run.add_argument("--iterations", type=int, metavar="K", help="Iterations after the seed SFT (run.iterations).")
+    _accept_judge_warnings(run)
     run.set_defaults(func=run_run)
+
+
+def _accept_judge_warnings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--accept-judge-warnings", action="store_true",
+        help="Continue past a failed judge-health check before DPO (judge_health.accept_warnings); the override is "
+        "recorded in the iteration's judge_health artifact.",
+    )
+
+
+def _judge_warnings(args: argparse.Namespace) -> dict[str, Any]:
+    """The --accept-judge-warnings shortcut: set only when given, so the config's value stands otherwise."""
+    return {"judge_health.accept_warnings": True if args.accept_judge_warnings else None}
 
 
 def _dest(flag: str) -> str:
@@ -139,7 +154,7 @@ def _prefixed(values: dict[str, Any], prefix: str) -> dict[str, Any]:
 def run_iterate(args: argparse.Namespace) -> int:
     from srlm.steps.iterate import iterate
 
-    ctx = _context(args)
+    ctx = _context(args, **_judge_warnings(args))
     t = _iteration_of(ctx, args)
     result = iterate(ctx, t, force_from=args.from_step or ("prompts" if args.force else None))
     print(result.checkpoint_uri)
@@ -150,7 +165,7 @@ def run_run(args: argparse.Namespace) -> int:
     from srlm.planning.resources import refuse_unfit_plan
     from srlm.steps.iterate import run
 
-    ctx = _context(args, **{"model.base": args.model, "run.iterations": args.iterations})
+    ctx = _context(args, **{"model.base": args.model, "run.iterations": args.iterations}, **_judge_warnings(args))
     refuse_unfit_plan(ctx.config)  # a cluster budget the run cannot fit stops it here, before any step
     result = run(ctx, force=args.force)
     print(result.final_checkpoint_uri)

@@ -29,7 +29,7 @@ OUTPUT_TABLE_SCHEMAS = ("candidates", "annotations")
 PROMPT_TABLE_SCHEMAS = ("prompts", "candidates", "eval_groups", "annotations")
 RESULT_FIELDS = (
     "a", "b", "judge", "n", "a_wins", "ties", "b_wins", "a_win_pct", "tie_pct", "b_win_pct", "order_parse_rate",
-    "order_agreement", "annotations_uri",
+    "order_agreement", "position_consistency", "first_position_rate", "annotations_uri",
 )
 
 
@@ -55,6 +55,9 @@ class Head2HeadResult:
     order_parse_rate: float | None
     order_agreement: float | None
     annotations: pa.Table | None = None
+    # The judge's position consistency (see position_stats): None when no pair had both orders parsed.
+    position_consistency: float | None = None
+    first_position_rate: float | None = None
     annotations_uri: str | None = None
 
     @property
@@ -86,6 +89,9 @@ class Head2HeadResult:
             f"  A wins {self.a_win_pct:5.1f}%   tie {self.tie_pct:5.1f}%   B wins {self.b_win_pct:5.1f}%",
             f"  [{bar}]",
             f"  verdicts parsed: {parse} of orders; both orders agree: {agree} of prompts",
+            f"  position consistency: {format_percent(self.position_consistency)} of pairs with both orders parsed "
+            f"gave one verdict; the first-shown response won {format_percent(self.first_position_rate)} of decided "
+            "orders (50% is unbiased)",
         ]
         if self.annotations_uri:
             lines.append(f"  annotations: {self.annotations_uri}")
@@ -168,6 +174,7 @@ def compare(a: System, b: System, prompts: Sequence[str], judge, *, template: st
     pairs = [PairToJudge(p, b.responses[p], a.responses[p], generator_1=b.label, generator_2=a.label) for p in prompts]
     table, stats = judge_pairs(pairs, judge, template=template or load_pairwise_template())
     prefs = table.column("preference").to_pylist()
+    position = position_stats(table)
     return Head2HeadResult(
         a=a.label,
         b=b.label,
@@ -179,7 +186,40 @@ def compare(a: System, b: System, prompts: Sequence[str], judge, *, template: st
         order_parse_rate=stats["order_parse_rate"],
         order_agreement=stats["order_agreement"],
         annotations=table,
+        position_consistency=position["position_consistency"],
+        first_position_rate=position["first_position_rate"],
     )
+
+
+def position_stats(annotations: pa.Table) -> dict[str, Any]:
+    """How far the pairwise judge's verdict depends on which response it was shown first, from an annotations
+    table's per-order verdicts (raw_judgments_json: forward shows output_1 first, reverse output_2; each winner is
+    already mapped to "1", "2" or "tie", None when unparsed).
+
+    position_consistency: of the pairs whose two orders both parsed, the share where both orders gave the same
+    verdict (the same output, or tie both times); unlike order_agreement it does not count an unparsed order as a
+    disagreement. first_position_rate: of the order verdicts that named a winner, the share naming the response
+    shown first; a judge without position bias is near 0.5, one that always answers "A" is at 1.0.
+    """
+    import json
+
+    both_parsed = consistent = decided = first = 0
+    for raw in annotations.column("raw_judgments_json").to_pylist():
+        detail = json.loads(raw) if raw else {}
+        forward = (detail.get("forward") or {}).get("winner")
+        reverse = (detail.get("reverse") or {}).get("winner")
+        if forward is not None and reverse is not None:
+            both_parsed += 1
+            consistent += forward == reverse
+        for winner, shown_first in ((forward, "1"), (reverse, "2")):
+            if winner in ("1", "2"):
+                decided += 1
+                first += winner == shown_first
+    return {
+        "both_orders_parsed": both_parsed,
+        "position_consistency": consistent / both_parsed if both_parsed else None,
+        "first_position_rate": first / decided if decided else None,
+    }
 
 
 def fill_responses(

@@ -497,7 +497,10 @@ class BackendJudge(PairwiseJudge):
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens}
+        # "decoding": greedy judgments cached before the backends set every decoding field (transformers then took
+        # the checkpoint's repetition penalty, so greedy was not argmax) are not reused.
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
+                "decoding": "explicit"}
 
     def complete(self, prompts: Sequence[str]) -> list[str]:
         from srlm.generation.base import Sampling

@@ -15,18 +15,29 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
 import pyarrow as pa
 
-from srlm.errors import ConfigError
 from srlm.store.schemas import schema
 
 PLACEHOLDERS = ("{instruction}", "{output_1}", "{output_2}")
 
-# "Winner: A", "**Winner:** Response B", "winner = tie" — the last one in the judgment counts.
-_VERDICT = re.compile(r"winner\s*\**\s*[:=]\s*\**\s*(?:response\s+)?\(?\s*(a|b|tie)\b", re.IGNORECASE)
+# "Winner: A", "**Winner:** Response B", "winner = tie": the label, then the verdict up to the end of its line. The
+# last label in the judgment counts.
+_VERDICT = re.compile(r"\bwinner\s*\**\s*[:=][\s*_\"'`]*([^\n]*)", re.IGNORECASE)
+# A tie, said any of the usual ways: "tie", "a tie", "it's a tie", "draw", "neither", "both", "equal". Checked before
+# A/B, because "a tie" and "both" start with the letters of a verdict.
+_TIE = re.compile(
+    r"(?:it(?:'s|\u2019s|\s+is)\s+)?(?:a\s+)?(?:tie|draw)\b|(?:neither|both|equal)\b", re.IGNORECASE
+)
+# A or B as a word of its own, optionally named ("Response A", "Assistant B", "[[A]]", "(b)"): "Answer B" is B, and
+# "Average" or "Better" are no verdict.
+_SIDE = re.compile(
+    r"(?:(?:the\s+)?(?:response|output|answer|assistant|model|option|candidate)\s*)?[\[(]*\s*([ab])(?![\w'\u2019])",
+    re.IGNORECASE,
+)
+# A bare lowercase "a" followed by another word is the article ("Winner: a close call"), not response A.
+_ARTICLE = re.compile(r"a\s+[^\W\d_]")
 
 
 @dataclass(frozen=True)
@@ -66,20 +77,11 @@ class PairVerdict:
 @lru_cache(maxsize=8)
 def load_pairwise_template(name_or_path: str = "pairwise") -> str:
     """A shipped pairwise template by name, or a template file; it must hold {instruction}, {output_1}, {output_2}."""
-    path = Path(name_or_path).expanduser()
-    if path.suffix and path.exists():
-        from srlm.data.importers.sources import read_text_file
+    from srlm.judging.template import load_prompt_template
 
-        text, where = read_text_file(path), str(path)
-    else:
-        shipped = resources.files("srlm.evaluation").joinpath("templates", f"{name_or_path}.txt")
-        if not shipped.is_file():
-            raise ConfigError(f"pairwise template: no shipped template {name_or_path!r} and no such file")
-        text, where = shipped.read_text(encoding="utf-8"), f"shipped template {name_or_path}"
-    missing = [p for p in PLACEHOLDERS if p not in text]
-    if missing:
-        raise ConfigError(f"{where}: pairwise template lacks {', '.join(missing)}")
-    return text
+    return load_prompt_template(
+        name_or_path, package="srlm.evaluation", placeholders=PLACEHOLDERS, what="pairwise template"
+    )
 
 
 def render_pairwise_prompt(template: str, instruction: str, first: str, second: str) -> str:
@@ -89,12 +91,18 @@ def render_pairwise_prompt(template: str, instruction: str, first: str, second: 
 
 
 def parse_verdict(judgment: str | None) -> str | None:
-    """'A', 'B' or 'tie' from the judge's last "Winner: …" line; None when there is none."""
+    """'A', 'B' or 'tie' from the judge's last "Winner: …" line; None when there is none, or when what follows the
+    label is neither side nor a tie (a verdict that cannot be read is no verdict, never a side)."""
     matches = list(_VERDICT.finditer(judgment or ""))
     if not matches:
         return None
-    word = matches[-1].group(1).lower()
-    return "tie" if word == "tie" else word.upper()
+    verdict = matches[-1].group(1)
+    if _TIE.match(verdict):
+        return "tie"
+    side = _SIDE.match(verdict)
+    if side is None or _ARTICLE.match(verdict):
+        return None
+    return side.group(1).upper()
 
 
 def combine_orders(forward: str | None, reverse: str | None) -> tuple[float, str | None, str | None]:

@@ -4,22 +4,28 @@ Every response of every human-ranked group (`eval_groups`, e.g. from `srlm data 
 scored by the model with the judge template, K samples averaged, read with srlm.judging.parse like the `judge`
 step. Definitions (human_rank 0 = best; equal ranks are human ties):
 
-- pairwise_accuracy: over pairs of responses in a group that humans ordered (different ranks), the fraction the
-  model orders the same way; a model tie (equal mean scores) counts 0.5, the expected accuracy of breaking it at
-  random. `model_tie_rate` says how often that happened.
+- A response's score: the mean of its K judge samples, as the paper averages K=3 (the loop's judge step does the
+  same). A sample without a parsable "Score: N" is missing, not a score: a response has a score only when at least
+  `min_parsed_samples` of its K samples parsed (default all K, as judge.min_parsed_samples defaults in the loop,
+  where a candidate short of it does not compete), and the score is then the mean of the parsed ones.
+- pairwise_accuracy (the headline): over pairs of scored responses in a group that humans ordered (different
+  ranks), the fraction the model orders the same way. Only agreement counts, as in the paper: a model tie (equal
+  scores) is not agreement. `model_tie_rate` says how often that happened; pairwise_accuracy_tie_half is the
+  same with a model tie credited 0.5 (the expected accuracy of breaking it at random), for comparison.
 - exact_match: fraction of groups whose model ordering equals the human ordering on every pair (ties must
   match ties).
-- five_best: the paper's "5-best %": of the responses the model scores a perfect 5 (all K samples 5), the
-  fraction that humans ranked best in their group. `best_scored_five` is the converse: the fraction of groups
-  whose human-best response got a perfect 5.
+- five_best: the paper's "5-best %": of the responses the model scores a perfect 5, the fraction that humans
+  ranked best in their group. A perfect 5 is a mean of 5 over all K samples: every sample parsed and 5, so
+  [5, unparsed, unparsed] is not one (whatever min_parsed_samples is). `best_scored_five` is the converse: the
+  fraction of groups whose human-best response got a perfect 5.
 - spearman / kendall_tau: scipy.stats.spearmanr / kendalltau (tau-b, ties handled by scipy) between model score
   and human preference (-rank), per group, averaged over groups. A group whose model scores are all equal carries
   no ranking and counts as 0 (scipy gives nan; leaving it out would hide a judge that scores everything alike);
   a group whose human ranks are all equal is left out of the correlations.
-- Unparsed responses: a response none of whose K judgments holds a parsable "Score: N" has no score. It is left
+- Unscored responses: a judged response short of min_parsed_samples parsed judgments has no score. It is left
   out of every pair and group statistic (a group keeps its scored responses; with fewer than two it drops out of
   the group statistics). parse_rate = parsed judgments / all judgments; response_parse_rate = scored responses /
-  judged responses.
+  judged responses; n_responses_partly_parsed counts the unscored ones that had some parsed judgment.
 - Responses too long to judge: a response whose judge prompt leaves no room to generate within
   backend.max_model_len is not sent to the judge (real OpenAssistant replies run to thousands of tokens). It is
   left out like an unparsed response, but counted apart, in n_responses_too_long, and not in the parse rates.
@@ -38,6 +44,11 @@ from srlm.judging.parse import MAX_SCORE, parse_score
 from srlm.judging.scores import score_histogram
 from srlm.judging.template import render_judge_prompt
 
+# The definitions above, versioned: part of a recorded result's producer settings, so results committed under an
+# earlier definition (2: strict pairwise accuracy, scores need min_parsed_samples, a perfect 5 is all K samples)
+# are recomputed rather than reused.
+METRICS_VERSION = 2
+
 
 @dataclass
 class RankedResponse:
@@ -47,10 +58,17 @@ class RankedResponse:
     scores: list[float | None] = field(default_factory=list)  # one per judge sample; None = unparsed
     too_long: bool = False  # its judge prompt does not fit the judge's context, so it was not judged
 
-    @property
-    def score(self) -> float | None:
+    def score(self, min_parsed_samples: int | None = None) -> float | None:
+        """Mean of the parsed judge samples, or None when fewer than `min_parsed_samples` of them parsed (None:
+        all; more than were sampled: all)."""
         parsed = [s for s in self.scores if s is not None]
-        return float(np.mean(parsed)) if parsed else None
+        required = len(self.scores) if min_parsed_samples is None else min(min_parsed_samples, len(self.scores))
+        return float(np.mean(parsed)) if parsed and len(parsed) >= required else None
+
+    @property
+    def perfect_five(self) -> bool:
+        """Whether the mean over all K samples is a 5: every sample parsed and scored 5."""
+        return bool(self.scores) and all(s is not None and s >= MAX_SCORE for s in self.scores)
 
 
 @dataclass
@@ -62,7 +80,8 @@ class RankedGroup:
 
 @dataclass
 class RewardModelMetrics:
-    pairwise_accuracy: float | None
+    pairwise_accuracy: float | None  # strict: a model tie is not agreement
+    pairwise_accuracy_tie_half: float | None  # a model tie counts 0.5
     exact_match: float | None
     five_best: float | None
     best_scored_five: float | None
@@ -79,6 +98,8 @@ class RewardModelMetrics:
     mean_score: float | None
     score_histogram: dict[str, int]
     n_responses_too_long: int = 0
+    n_responses_partly_parsed: int = 0  # judged, some judgments parsed, fewer than min_parsed_samples: no score
+    min_parsed_samples: int | None = None  # None: all K
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +108,7 @@ class RewardModelMetrics:
         """The metrics that go into eval_results, as (name -> value)."""
         return {
             "pairwise_accuracy": self.pairwise_accuracy,
+            "pairwise_accuracy_tie_half": self.pairwise_accuracy_tie_half,
             "exact_match": self.exact_match,
             "five_best": self.five_best,
             "best_scored_five": self.best_scored_five,
@@ -97,6 +119,10 @@ class RewardModelMetrics:
             "model_tie_rate": self.model_tie_rate,
             "mean_score": self.mean_score,
         }
+
+    def _required_text(self) -> str:
+        required = "all K" if self.min_parsed_samples is None else f"≥{self.min_parsed_samples}"
+        return f"{required} judgments parsed; {self.n_responses_partly_parsed} partly parsed left out"
 
     def to_text(self) -> str:
         pct = format_percent
@@ -109,13 +135,15 @@ class RewardModelMetrics:
             [
                 f"reward-model metrics over {self.n_groups} groups ({self.n_groups_ranked} with ≥2 scored responses), "
                 f"{self.n_pairs} human-ordered pairs",
-                f"  pairwise accuracy  {pct(self.pairwise_accuracy)}  (model ties {pct(self.model_tie_rate)}, counted 0.5)",
+                f"  pairwise accuracy  {pct(self.pairwise_accuracy)}  (strict; model ties {pct(self.model_tie_rate)}, "
+                f"{pct(self.pairwise_accuracy_tie_half)} with a tie counted 0.5)",
                 f"  exact match        {pct(self.exact_match)}",
                 f"  5-best             {pct(self.five_best)}  ({self.n_perfect_five} responses scored a perfect 5)",
                 f"  best scored 5      {pct(self.best_scored_five)}",
                 f"  spearman           {num(self.spearman)}",
                 f"  kendall tau        {num(self.kendall_tau)}",
-                f"  parse rate         {pct(self.parse_rate)} of judgments, {pct(self.response_parse_rate)} of responses",
+                f"  parse rate         {pct(self.parse_rate)} of judgments, {pct(self.response_parse_rate)} of responses "
+                f"scored ({self._required_text()})",
                 f"  mean score         {num(self.mean_score)}   histogram (rounded): {hist}",
             ]
             + (
@@ -162,55 +190,60 @@ def score_groups(
     temperature: float = 0.7,
     top_p: float = 0.9,
     max_new_tokens: int = 256,
+    injection_guard: bool = False,
 ) -> list[RankedGroup]:
     """Fill every response's `scores` with K judge samples from `backend` (in place; returns `groups`). Responses
     whose judge prompt does not fit the backend's context are marked `too_long` and not judged."""
-    from srlm.generation.base import Sampling
+    from srlm.generation.base import Sampling, generate_fitting
 
     if num_samples < 1:
         raise DataError(f"judge.num_samples: must be at least 1, got {num_samples}")
     responses = [(g, r) for g in groups for r in g.responses]
     requests = [
-        [{"role": "user", "content": render_judge_prompt(template, judge_instruction(g.prompt_messages), r.response)}]
+        [{"role": "user", "content": render_judge_prompt(
+            template, judge_instruction(g.prompt_messages), r.response, injection_guard=injection_guard
+        )}]
         for g, r in responses
     ]
     sampling = Sampling(n=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    judged = []
-    for (_, response), request, fits in zip(responses, requests, backend.fits(requests), strict=True):
-        response.too_long = not fits
-        if fits:
-            judged.append((response, request))
-    completions = backend.generate([request for _, request in judged], sampling) if judged else []
-    for (response, _), completion in zip(judged, completions, strict=True):
-        response.scores = [parse_score(text).score for text in completion.texts]
+    for (_, response), completion in zip(responses, generate_fitting(backend, requests, sampling), strict=True):
+        response.too_long = completion is None
+        if completion is not None:
+            response.scores = [parse_score(text).score for text in completion.texts]
     return list(groups)
 
 
-def reward_model_metrics(groups: Sequence[RankedGroup]) -> RewardModelMetrics:
-    """All metrics of scored groups (see the module docstring for the definitions)."""
+def reward_model_metrics(groups: Sequence[RankedGroup], *, min_parsed_samples: int | None = None) -> RewardModelMetrics:
+    """All metrics of scored groups (see the module docstring for the definitions); `min_parsed_samples` is the
+    parsed judgments a response needs for a score (None: all K)."""
     from scipy import stats
 
+    if min_parsed_samples is not None and min_parsed_samples < 1:
+        raise DataError(f"judge.min_parsed_samples: must be at least 1, got {min_parsed_samples}")
     samples = [s for g in groups for r in g.responses for s in r.scores]
     n_samples_parsed = sum(1 for s in samples if s is not None)
-    all_responses = [r for g in groups for r in g.responses if not r.too_long]
-    scored_all = [r for r in all_responses if r.score is not None]
+    judged = [r for g in groups for r in g.responses if not r.too_long]
+    score = {id(r): r.score(min_parsed_samples) for g in groups for r in g.responses}
+    scored_all = [r for r in judged if score[id(r)] is not None]
+    partly_parsed = [r for r in judged if score[id(r)] is None and any(s is not None for s in r.scores)]
 
-    pair_credit: list[float] = []
+    agreements: list[bool] = []  # one per human-ordered pair of scored responses
+    model_ties = 0
     exact: list[bool] = []
     spearman: list[float] = []
     kendall: list[float] = []
     five_total = five_best = 0
     best_groups = best_five_groups = 0
     for group in groups:
-        scored = [r for r in group.responses if r.score is not None]
-        for r in scored:
-            if r.score >= MAX_SCORE:
+        for r in group.responses:
+            if r.perfect_five:
                 five_total += 1
                 five_best += r.human_rank == 0
-        best = [r for r in scored if r.human_rank == 0]
+        best = [r for r in group.responses if r.human_rank == 0 and not r.too_long and r.scores]
         if best:
             best_groups += 1
-            best_five_groups += any(r.score >= MAX_SCORE for r in best)
+            best_five_groups += any(r.perfect_five for r in best)
+        scored = [r for r in group.responses if score[id(r)] is not None]
         if len(scored) < 2:
             continue
         all_match = True
@@ -218,13 +251,14 @@ def reward_model_metrics(groups: Sequence[RankedGroup]) -> RewardModelMetrics:
             for j in range(i + 1, len(scored)):
                 a, b = scored[i], scored[j]
                 human = np.sign(b.human_rank - a.human_rank)  # +1: humans prefer a
-                model = np.sign(a.score - b.score)
+                model = np.sign(score[id(a)] - score[id(b)])
                 all_match &= bool(human == model)
                 if human != 0:
-                    pair_credit.append(0.5 if model == 0 else float(model == human))
+                    agreements.append(bool(model == human))
+                    model_ties += model == 0
         exact.append(all_match)
         ranks = np.array([-r.human_rank for r in scored], dtype=float)
-        scores = np.array([r.score for r in scored], dtype=float)
+        scores = np.array([score[id(r)] for r in scored], dtype=float)
         if np.ptp(ranks) == 0:
             continue
         if np.ptp(scores) == 0:
@@ -234,25 +268,28 @@ def reward_model_metrics(groups: Sequence[RankedGroup]) -> RewardModelMetrics:
             spearman.append(float(stats.spearmanr(scores, ranks).statistic))
             kendall.append(float(stats.kendalltau(scores, ranks).statistic))
 
-    ties = sum(1 for c in pair_credit if c == 0.5)
+    n_pairs = len(agreements)
     return RewardModelMetrics(
-        pairwise_accuracy=_mean(pair_credit),
+        pairwise_accuracy=_mean(agreements),
+        pairwise_accuracy_tie_half=(sum(agreements) + 0.5 * model_ties) / n_pairs if n_pairs else None,
         exact_match=_mean(exact),
         five_best=five_best / five_total if five_total else None,
         best_scored_five=best_five_groups / best_groups if best_groups else None,
         spearman=_mean(spearman),
         kendall_tau=_mean(kendall),
         n_groups=len(groups),
-        n_pairs=len(pair_credit),
+        n_pairs=n_pairs,
         parse_rate=n_samples_parsed / len(samples) if samples else None,
-        response_parse_rate=len(scored_all) / len(all_responses) if all_responses else None,
-        model_tie_rate=ties / len(pair_credit) if pair_credit else None,
+        response_parse_rate=len(scored_all) / len(judged) if judged else None,
+        model_tie_rate=model_ties / n_pairs if n_pairs else None,
         n_perfect_five=five_total,
         n_groups_ranked=len(exact),
         n_groups_correlated=len(spearman),
-        mean_score=_mean([r.score for r in scored_all]),
-        score_histogram=score_histogram(r.score for r in scored_all),
+        mean_score=_mean([score[id(r)] for r in scored_all]),
+        score_histogram=score_histogram(score[id(r)] for r in scored_all),
         n_responses_too_long=sum(r.too_long for g in groups for r in g.responses),
+        n_responses_partly_parsed=len(partly_parsed),
+        min_parsed_samples=min_parsed_samples,
     )
 
 

@@ -76,7 +76,7 @@ def evaluate_reward_model(
     all_turns: bool = False, target: ResultTarget | None = None,
 ) -> RewardModelEvaluation:
     """Score every response of every human-ranked group with `model` as judge and compare with the human ranks."""
-    from srlm.evaluation.reward_model import groups_from_table, reward_model_metrics, score_groups
+    from srlm.evaluation.reward_model import METRICS_VERSION, groups_from_table, reward_model_metrics, score_groups
     from srlm.judging.template import load_template
     from srlm.steps.reuse import fingerprint
     from srlm.store import artifacts
@@ -92,6 +92,8 @@ def evaluate_reward_model(
             "num_samples": samples, "template": judge.template, "temperature": judge.temperature,
             "top_p": judge.top_p, "max_new_tokens": judge.max_new_tokens, "first_turn_only": not all_turns,
             "max_groups": max_groups, "max_model_len": ctx.config.backend.max_model_len,
+            "min_parsed_samples": judge.min_parsed_samples, "metrics_version": METRICS_VERSION,
+            "injection_guard": judge.injection_guard,
         }
         inputs = {"model": model_ref.as_input(), "eval_groups": fingerprint(data)}
         producer = result_producer(
@@ -108,14 +110,17 @@ def evaluate_reward_model(
         score_groups(
             groups, backend, template=load_template(judge.template), num_samples=samples,
             temperature=judge.temperature, top_p=judge.top_p, max_new_tokens=judge.max_new_tokens,
+            injection_guard=judge.injection_guard,
         )
-    metrics = evaluation.metrics = reward_model_metrics(groups)
+    metrics = evaluation.metrics = reward_model_metrics(groups, min_parsed_samples=judge.min_parsed_samples)
     if target is not None:
         record = EvalRecord(
             metrics=metrics.headline(),
-            n={"pairwise_accuracy": metrics.n_pairs, "exact_match": metrics.n_groups_ranked, "five_best": metrics.n_perfect_five},
+            n={"pairwise_accuracy": metrics.n_pairs, "pairwise_accuracy_tie_half": metrics.n_pairs,
+               "exact_match": metrics.n_groups_ranked, "five_best": metrics.n_perfect_five},
             details={"model": model, "data": data, "num_samples": samples, "score_histogram": metrics.score_histogram,
-                     "n_responses_too_long": metrics.n_responses_too_long},
+                     "n_responses_too_long": metrics.n_responses_too_long,
+                     "n_responses_partly_parsed": metrics.n_responses_partly_parsed},
         )
         evaluation.recorded = record_result(target, "reward_model", record, producer)
     return evaluation
@@ -416,7 +421,9 @@ def evaluate_head2head(
     if target is not None:
         record = EvalRecord(
             metrics={"a_win_pct": result.a_win_pct, "tie_pct": result.tie_pct, "b_win_pct": result.b_win_pct,
-                     "order_parse_rate": result.order_parse_rate, "order_agreement": result.order_agreement},
+                     "order_parse_rate": result.order_parse_rate, "order_agreement": result.order_agreement,
+                     "position_consistency": result.position_consistency,
+                     "first_position_rate": result.first_position_rate},
             n={"a_win_pct": result.n},
             details={"a": system_a.label, "b": system_b.label, "judge": result.judge, "annotations_uri": out},
         )

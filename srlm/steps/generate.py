@@ -111,6 +111,10 @@ def _finish(ctx: StepContext, iteration: int, uri: str, run: ShardRun, seconds: 
     truncated = sum(1 for r in table.column("finish_reason").to_pylist() if r == "length")
     summary.add("truncated_fraction", truncated / table.num_rows if table.num_rows else 0.0, "hit max tokens",
                 format_rate(truncated, table.num_rows))
+    summary.metrics["truncated"] = truncated
+    if truncated and truncated >= table.num_rows / 4 and ctx.config.generate.drop_truncated:
+        summary.note(f"{format_rate(truncated, table.num_rows)} of candidates hit generate.max_new_tokens; "
+                     "generate.drop_truncated keeps them from being chosen, so pairs may be few")
     empty = sum(1 for r in table.column("response").to_pylist() if not r)
     summary.add("empty", empty, "empty responses")
     if run.shards:

@@ -20,6 +20,7 @@ from srlm.steps.checkpoints import checkpoint_id, registered_model
 from srlm.steps.context import StepCall, StepContext, StepResult
 from srlm.steps.registry import GENERATION, ITERATION_STEPS, step
 from srlm.steps.sft import train_seed_model
+from srlm.steps.verdict import Verdict, echo_verdict, run_verdict
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class RunResult:
     seed: StepResult
     iterations: list[IterationResult]
     wall_seconds: float = 0.0
+    verdict: Verdict | None = None  # M_K against M_(K-1), when verdict.enabled
 
     @property
     def final_checkpoint_uri(self) -> str:
@@ -98,9 +100,11 @@ def iterate(
 def run(
     ctx: StepContext, *, iterations: int | None = None, force: bool = False, opener: BackendOpener | None = None
 ) -> RunResult:
-    """The whole job: resolve/prepare model.base, seed SFT → M0, then `run.iterations` iterations.
+    """The whole job: resolve/prepare model.base, seed SFT → M0, then `run.iterations` iterations, then (with
+    verdict.enabled) M_K against M_(K-1) head to head, the monitors and the report (srlm.steps.verdict).
 
-    Rerunning continues where it stopped; `force` retrains M0 and recomputes every iteration.
+    Rerunning continues where it stopped; `force` retrains M0 and recomputes every iteration (the verdict follows:
+    its committed result is stale once the models are).
     """
     count = ctx.config.run.iterations if iterations is None else iterations
     if count < 0:
@@ -116,6 +120,14 @@ def run(
     done = []
     for t in range(1, count + 1):
         done.append(iterate(ctx, t, force_from="prompts" if force else None, opener=opener))
-    result = RunResult(seed, done, time.perf_counter() - start)
+    verdict = None
+    if ctx.config.verdict.enabled:
+        if count:
+            verdict = run_verdict(ctx, count)
+        else:
+            ctx.echo("== verdict: skipped: no iteration ran (run.iterations = 0), so there is no M_t to compare with M0")
+    result = RunResult(seed, done, time.perf_counter() - start, verdict)
     ctx.echo(f"== run {ctx.layout.run!r} done in {format_duration(result.wall_seconds)}: {result.final_checkpoint_uri}")
+    if verdict is not None:
+        echo_verdict(ctx, verdict)  # the last lines the run prints: the verdict and where the report is
     return result

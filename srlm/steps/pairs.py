@@ -1,10 +1,13 @@
 """Step `pairs`: per prompt, the candidate with the highest mean judge score against the one with the lowest.
 
-A candidate's score is the mean over its *parsed* judgments only; a candidate with none is left out (never scored
-0, which would make a judge failure look like a bad response). Prompts whose scored candidates all share one mean
-are ties and dropped, as in the paper; `min_margin` drops near-ties too. Optional length control (off by default,
-not in the paper) picks the shortest candidate among those within a tolerance of the top score, to counter the
-length growth that DPO on self-judged pairs tends to cause.
+A candidate's score is the mean over its *parsed* judgments only; a candidate with fewer than
+`judge.min_parsed_samples` of them (default: all K) does not compete (never scored 0, which would make a judge
+failure look like a bad response, and never a mean of fewer samples than its rivals', which is biased toward the
+extremes). Prompts whose competing candidates all share one mean are ties and dropped, as in the paper; `min_margin`
+drops near-ties too. With `generate.drop_truncated` a candidate cut off at max_new_tokens is never the chosen side
+(it may still be rejected). Optional length control (off by default, not in the paper) picks the shortest candidate
+among those within a tolerance of the top score, to counter the length growth that DPO on self-judged pairs tends to
+cause.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pyarrow as pa
 from srlm.config import PairsConfig
 from srlm.errors import DataError
 from srlm.formatting import format_number, format_rate
+from srlm.judging.meta import length_controlled_chosen
 from srlm.judging.scores import score_histogram
 from srlm.steps.context import StepCall, StepContext, StepResult
 from srlm.steps.registry import step
@@ -30,7 +34,7 @@ from srlm.store.schemas import schema
 STEP = "pairs"
 # Means of a few small integers: equal means come out bit-identical, but stay safe against rounding.
 _EPS = 1e-9
-DROP_REASONS = ("too_few_scored", "tie", "below_margin")
+DROP_REASONS = ("too_few_scored", "tie", "truncated", "below_margin")
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,20 @@ class ScoredCandidate:
     num_tokens: int | None
     mean_score: float
     num_scores: int
+    truncated: bool = False  # cut off at generate.max_new_tokens (finish reason "length")
 
 
 def select_pair(
-    candidates: Sequence[ScoredCandidate], cfg: PairsConfig
+    candidates: Sequence[ScoredCandidate],
+    cfg: PairsConfig,
+    *,
+    drop_truncated: bool = False,
+    length_control_rho: float | None = None,
 ) -> tuple[tuple[ScoredCandidate, ScoredCandidate] | None, str | None]:
-    """(chosen, rejected) for one prompt's scored candidates, or (None, drop reason)."""
+    """(chosen, rejected) for one prompt's competing candidates, or (None, drop reason). `drop_truncated`: a
+    truncated candidate may be rejected but never chosen. `length_control_rho` (run.method meta_rewarding):
+    Meta-Rewarding's rule picks the chosen side (srlm.judging.meta.length_controlled_chosen) instead of
+    pairs.length_control."""
     if len(candidates) < 2:
         return None, "too_few_scored"
     ordered = sorted(candidates, key=lambda c: c.candidate_index)  # deterministic among equal scores
@@ -56,16 +68,37 @@ def select_pair(
     bottom = min(c.mean_score for c in ordered)
     if top - bottom <= _EPS:
         return None, "tie"
-    if cfg.length_control:
-        near_top = [c for c in ordered if c.mean_score >= top - cfg.length_control_tolerance - _EPS]
-        chosen = min(near_top, key=lambda c: (len(c.response), -c.mean_score, c.candidate_index))
+    choosable = [c for c in ordered if not (drop_truncated and c.truncated)]
+    if not choosable or max(c.mean_score for c in choosable) <= bottom + _EPS:
+        return None, "truncated"  # only truncated candidates score above the lowest
+    if length_control_rho is None:
+        chosen = _choose(choosable, cfg)
     else:
-        chosen = next(c for c in ordered if c.mean_score >= top - _EPS)
+        chosen = length_controlled_chosen(choosable, length_control_rho, bottom=bottom)
     rejected = min((c for c in ordered if c is not chosen), key=lambda c: (c.mean_score, c.candidate_index))
     margin = chosen.mean_score - rejected.mean_score
     if margin <= max(cfg.min_margin, 0.0) + _EPS:
         return None, "below_margin"
     return (chosen, rejected), None
+
+
+def _choose(choosable: Sequence[ScoredCandidate], cfg: PairsConfig) -> ScoredCandidate:
+    """The chosen side among the candidates allowed to be chosen (in candidate order): the first with the top mean
+    (the paper), or with length control the shortest within the tolerance of that top."""
+    top = max(c.mean_score for c in choosable)
+    if cfg.length_control:
+        near_top = [c for c in choosable if c.mean_score >= top - cfg.length_control_tolerance - _EPS]
+        return min(near_top, key=lambda c: (len(c.response), -c.mean_score, c.candidate_index))
+    return next(c for c in choosable if c.mean_score >= top - _EPS)
+
+
+def competing_candidates(
+    by_prompt: dict[str, list[ScoredCandidate]], min_scores: int
+) -> tuple[dict[str, list[ScoredCandidate]], int]:
+    """Per prompt, the candidates with at least `min_scores` parsed judgments, and how many were left out."""
+    competing = {pid: [c for c in scored if c.num_scores >= min_scores] for pid, scored in by_prompt.items()}
+    left_out = sum(len(scored) for scored in by_prompt.values()) - sum(len(c) for c in competing.values())
+    return competing, left_out
 
 
 def scored_candidates(candidates: pa.Table, judgments: pa.Table, where: str) -> dict[str, list[ScoredCandidate]]:
@@ -97,6 +130,7 @@ def scored_candidates(candidates: pa.Table, judgments: pa.Table, where: str) -> 
                 num_tokens=row["num_tokens"],
                 mean_score=sum(values) / len(values),
                 num_scores=len(values),
+                truncated=row.get("finish_reason") == "length",
             )
         )
     return by_prompt
@@ -139,22 +173,29 @@ def build_pairs(
     start = time.perf_counter()
     candidates = artifacts.read_table(candidates_uri, "candidates")
     judgments = artifacts.read_table(judgments_uri, "judgments", columns=["candidate_id", "score", "parse_ok"])
-    by_prompt = scored_candidates(candidates, judgments, judgments_uri)
+    min_scores = ctx.config.judge.required_parsed_samples
+    drop_truncated = ctx.config.generate.drop_truncated
+    meta = ctx.config.run.method == "meta_rewarding"
+    rho = ctx.config.meta_rewarding.length_control_rho if meta else None
+    by_prompt, too_few_parsed = competing_candidates(
+        scored_candidates(candidates, judgments, judgments_uri), min_scores
+    )
 
     drops: Counter = Counter()
     rows = []
     for scored in by_prompt.values():
-        pair, reason = select_pair(scored, cfg)
+        pair, reason = select_pair(scored, cfg, drop_truncated=drop_truncated, length_control_rho=rho)
         if pair is None:
             drops[reason] += 1
         else:
             rows.append(pair_row(*pair))
+    left_out = LeftOut(too_few_parsed, min_scores, ctx.config.judge.num_samples, drop_truncated)
     reused = reuse_committed(out_uri, producer, force=force, what=STEP, echo=ctx.echo, label="pairs") is not None
     if not reused:
         table = pa.Table.from_pylist(rows, schema=schema("pairs"))
         artifacts.write_table(out_uri, table, "pairs", producer=producer, force=True)
     pairs = artifacts.read_table(out_uri, "pairs")
-    summary = _summary(ctx, iteration, out_uri, pairs, by_prompt, drops, time.perf_counter() - start, reused)
+    summary = _summary(ctx, iteration, out_uri, pairs, by_prompt, drops, left_out, time.perf_counter() - start, reused)
     return StepResult(out_uri, summary, reused)
 
 
@@ -173,6 +214,7 @@ def _summary(
     pairs: pa.Table,
     by_prompt: dict[str, list[ScoredCandidate]],
     drops: Counter,
+    left_out: LeftOut,
     seconds: float,
     reused: bool,
 ) -> StepSummary:
@@ -184,6 +226,15 @@ def _summary(
     summary.add("tie_rate", drops["tie"] / contested if contested else 0.0, "tie rate", format_rate(drops["tie"], contested))
     summary.add("dropped", {r: drops[r] for r in DROP_REASONS}, "dropped",
                 ", ".join(f"{r.replace('_', ' ')} {drops[r]}" for r in DROP_REASONS))
+    summary.add("candidates_too_few_parsed", left_out.too_few_parsed, "not competing",
+                f"{left_out.too_few_parsed:,} candidates with fewer than {left_out.min_scores} of "
+                f"{left_out.num_samples} judgments parsed")
+    truncated = sum(c.truncated for scored in by_prompt.values() for c in scored)
+    excluded = truncated if left_out.drop_truncated else 0
+    summary.metrics["truncated_candidates"] = truncated
+    summary.add("truncated_excluded", excluded, "truncated",
+                f"{truncated:,} competing candidates hit max tokens; {excluded:,} kept from being chosen"
+                + ("" if left_out.drop_truncated else " (generate.drop_truncated is off)"))
     summary.add("mean_margin", mean(pairs.column("margin").to_pylist()), "mean margin")
     for side in ("chosen", "rejected"):
         chars = mean(pairs.column(f"{side}_chars").to_pylist())
@@ -196,6 +247,16 @@ def _summary(
         summary.note("no preference pairs: DPO cannot run on this iteration (see parse rate and tie rate)")
     ctx.save_summary(summary)
     return summary
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """What the summary says about candidates kept from competing or from being chosen."""
+
+    too_few_parsed: int  # candidates with some, but fewer than min_scores, parsed judgments
+    min_scores: int
+    num_samples: int
+    drop_truncated: bool
 
 
 def _means(by_prompt: dict[str, list[ScoredCandidate]]) -> Iterable[float]:

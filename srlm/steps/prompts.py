@@ -1,4 +1,10 @@
-"""Step `prompts`: new prompts by 8-shot self-instruct from the seed prompts, filtered and de-duplicated.
+"""Step `prompts`: new prompts by 8-shot self-instruct, filtered and de-duplicated (srlm.steps.self_instruct).
+
+The generating model is prompts.model when given (the paper's fixed model, the same in every iteration), else the
+model the iteration starts from. Each request shows prompts.num_shots demonstrations: seed prompts plus
+prompts.num_generated_shots prompts generated earlier in the run (the earlier iterations' prompts and the prompts
+kept by earlier rounds), as Self-Instruct mixes them. New prompts are screened against the seeds, everything kept
+before and every earlier iteration's committed prompts table, which are therefore inputs of the step.
 
 Generation runs in rounds until `prompts.num_prompts` are kept or `prompts.max_rounds` have run. Each round is
 committed as a shard (its accepted prompts, plus its rejection counts in the producer), so a rerun resumes after
@@ -24,8 +30,23 @@ from srlm.steps.backends import BackendPool, call_backends
 from srlm.steps.checkpoints import ModelRef, call_model
 from srlm.steps.context import StepCall, StepContext, StepResult
 from srlm.steps.registry import step
-from srlm.steps.reuse import committed_state, drop_unlisted_shards, produced_with, reuse_committed, stale_reasons
-from srlm.steps.self_instruct import CLOSE_TAG, REASONS, PromptFilter, build_request, normalise, sample_shots
+from srlm.steps.reuse import (
+    committed_state,
+    drop_unlisted_shards,
+    fingerprint,
+    produced_with,
+    reuse_committed,
+    stale_reasons,
+)
+from srlm.steps.self_instruct import (
+    CLOSE_TAG,
+    REASONS,
+    PromptFilter,
+    build_request,
+    generated_shot_count,
+    normalise,
+    sample_shots,
+)
 from srlm.steps.summary import StepSummary, mean
 from srlm.store import artifacts
 from srlm.store.schemas import schema
@@ -47,6 +68,25 @@ def prompt_id(iteration: int, text: str) -> str:
     return f"p{iteration:03d}-{hashlib.sha256(normalise(text).encode('utf-8')).hexdigest()[:12]}"
 
 
+def earlier_prompts(ctx: StepContext, iteration: int) -> tuple[list[str], list[dict]]:
+    """The prompts of iterations 1 … t-1 of the run (their committed tables in the run's layout), and each table's
+    identity as a step input: new prompts are screened against them, so a recomputed table recomputes these.
+
+    An iteration without a committed prompts table (its candidates were generated from prompts given elsewhere)
+    contributes nothing and is recorded as such, so the table appearing later is noticed too."""
+    texts: list[str] = []
+    identities: list[dict] = []
+    for earlier in range(1, iteration):
+        uri = ctx.layout.prompts(earlier)
+        if not artifacts.is_committed(uri):
+            identities.append({"iteration": earlier, "committed": False})
+            continue
+        rows = artifacts.read_table(uri, "prompts", columns=["prompt"]).column("prompt").to_pylist()
+        texts.extend(rows)
+        identities.append({"iteration": earlier, "rows": len(rows), **fingerprint(uri)})
+    return texts, identities
+
+
 def generate_prompts(
     ctx: StepContext,
     iteration: int,
@@ -64,7 +104,12 @@ def generate_prompts(
         raise DataError("prompts: no seed prompts to show the model (seed IFT data is empty)")
     out_uri = out_uri or step(STEP).output_uri(ctx.layout, iteration)
     seeds_digest = hashlib.sha256("\n\x00".join(seeds).encode("utf-8")).hexdigest()
-    inputs = {"seeds": {"count": len(seeds), "sha256": seeds_digest}, "model": model.as_input()}
+    earlier, earlier_tables = earlier_prompts(ctx, iteration)
+    inputs = {
+        "seeds": {"count": len(seeds), "sha256": seeds_digest},
+        "model": model.as_input(),
+        "earlier_prompts": earlier_tables,
+    }
     producer = ctx.producer(STEP, iteration, inputs=inputs)
     start = time.perf_counter()
     replaces = committed_state(out_uri)
@@ -73,9 +118,10 @@ def generate_prompts(
         rounds = manifest.producer.get("rounds")
         rounds = _stored_rounds(out_uri) if rounds is None else rounds
         wanted = produced_with(manifest).get("prompts.num_prompts", cfg.num_prompts)
-        return _finish(ctx, iteration, out_uri, rounds, time.perf_counter() - start, reused=True, wanted=wanted)
+        return _finish(ctx, iteration, out_uri, rounds, time.perf_counter() - start, reused=True, wanted=wanted,
+                       earlier_tables=earlier_tables)
 
-    screen = PromptFilter(seeds, cfg.min_chars, cfg.max_chars, cfg.near_duplicate_threshold)
+    screen = PromptFilter.from_config(cfg, seeds, earlier)
     rounds: list[dict] = []
     round_uris: list[str] = []
     kept = 0
@@ -116,7 +162,8 @@ def generate_prompts(
         out_uri, round_uris, "prompts", producer={**producer, "rounds": rounds}, force=True, replaces=replaces
     )
     drop_unlisted_shards(out_uri, len(round_uris))
-    return _finish(ctx, iteration, out_uri, rounds, time.perf_counter() - start, reused=False, wanted=cfg.num_prompts)
+    return _finish(ctx, iteration, out_uri, rounds, time.perf_counter() - start, reused=False, wanted=cfg.num_prompts,
+                   earlier_tables=earlier_tables)
 
 
 def run_step(ctx: StepContext, call: StepCall) -> StepResult:
@@ -147,7 +194,9 @@ def _run_round(
     # Seeded per (run seed, iteration, round): a resumed run shows the model the same shots it would have.
     rng = random.Random(f"{ctx.config.backend.seed}-{iteration}-{round_index}")
     count = max(MIN_REQUESTS_PER_ROUND, OVERSAMPLE * missing)
-    shots = [sample_shots(seeds, cfg.num_shots, rng) for _ in range(count)]
+    # Generated demonstrations come from what exists when the round starts: its requests are one batch.
+    generated = list(screen.generated)
+    shots = [sample_shots(seeds, cfg.num_shots, rng, generated, cfg.num_generated_shots) for _ in range(count)]
     backend = backends.get(model)
     began = time.perf_counter()
     completions = backend.generate([build_request(s) for s in shots], sampling, progress=ctx.progress)
@@ -175,6 +224,7 @@ def _run_round(
         "requests": count,
         "kept": len(rows),
         "surplus": surplus,
+        "generated_shots": generated_shot_count(cfg.num_shots, cfg.num_generated_shots, len(generated)),
         "rejected": dict(screen.rejected - rejected_before),
         "output_tokens": sum(c.num_tokens[0] for c in completions),
         "seconds": seconds,
@@ -217,9 +267,18 @@ def _rejections(rounds: Sequence[dict]) -> Counter:
 
 
 def _finish(
-    ctx: StepContext, iteration: int, uri: str, rounds: list[dict], seconds: float, *, reused: bool, wanted: int
+    ctx: StepContext,
+    iteration: int,
+    uri: str,
+    rounds: list[dict],
+    seconds: float,
+    *,
+    reused: bool,
+    wanted: int,
+    earlier_tables: Sequence[dict],
 ) -> StepResult:
-    """The summary; `wanted` is prompts.num_prompts as the output was produced with."""
+    """The summary; `wanted` is prompts.num_prompts as the output was produced with, `earlier_tables` the earlier
+    iterations' prompts tables it was screened against (earlier_prompts)."""
     table = artifacts.read_table(uri, "prompts", columns=["prompt"])
     texts = table.column("prompt").to_pylist()
     requests = sum(r.get("requests", 0) for r in rounds)
@@ -233,6 +292,18 @@ def _finish(
     summary.add("rejected", {r: rejected.get(r, 0) for r in REASONS}, "rejected",
                 ", ".join(f"{r.replace('_', ' ')} {rejected[r]}" for r in REASONS if rejected.get(r)) or "none")
     summary.add("mean_chars", mean(len(t) for t in texts), "mean length (chars)")
+    screened_against = sum(earlier.get("rows", 0) for earlier in earlier_tables)
+    committed = sum(1 for earlier in earlier_tables if earlier.get("committed") is not False)
+    summary.add("earlier_prompts", screened_against, "earlier prompts",
+                f"{screened_against:,} of {committed} earlier iteration(s), screened against" if earlier_tables
+                else "none (the run's first iteration)")
+    shown = [r["generated_shots"] for r in rounds if "generated_shots" in r]  # absent in rounds of older srlm
+    summary.add("generated_shots", shown, "generated shots",
+                f"{', '.join(map(str, shown)) or 'none'} per request, by round")
+    missing = [str(earlier["iteration"]) for earlier in earlier_tables if earlier.get("committed") is False]
+    if missing:
+        summary.note(f"iteration(s) {', '.join(missing)} of the run have no committed prompts table; new prompts are "
+                     "not screened against them")
     tokens = sum(r.get("output_tokens", 0) for r in rounds)
     gen_seconds = sum(r.get("seconds", 0.0) for r in rounds)
     summary.add("tokens_per_second", tokens_per_second(tokens, gen_seconds, untimed=math.nan), "tokens/s")

@@ -125,6 +125,15 @@ def _evaluation_of(layout: Any, iteration: int) -> str:
     return layout.eval_result(checkpoint_id(iteration), "", "")
 
 
+def _judgment_pairs_of(layout: Any, iteration: int) -> str:
+    return f"{layout.iteration(iteration).rstrip('/')}/judgment_pairs"  # the store's join_uri, kept stdlib-only
+
+
+def _judge_health_of(layout: Any, iteration: int) -> str:
+    # Beside the iteration's tables (RunLayout.iteration(t) has no trailing slash, local or s3).
+    return f"{layout.iteration(iteration)}/judge_health"
+
+
 def _iteration_dir(flag_help: str) -> str:
     return f"{flag_help} Default: <run>/iterations/T/"
 
@@ -155,14 +164,18 @@ STEPS: tuple[StepDef, ...] = (
     ),
     StepDef(
         name="prompts",
-        summary="Self-instruct new prompts (8-shot from the seed prompts), filtered and de-duplicated.",
+        summary="Self-instruct new prompts (8-shot: seed prompts and prompts generated earlier in the run), filtered, "
+        "de-duplicated and screened against the earlier iterations' prompts.",
         runner="srlm.steps.prompts:run_step",
-        inputs=("model", "seeds"),
+        # earlier_prompts: the prompts tables of iterations 1 … t-1, read from the run's layout (no task passes
+        # them); their fingerprints are inputs, so a recomputed earlier table recomputes these prompts.
+        inputs=("model", "seeds", "earlier_prompts"),
         output="prompts",
         timeout=timedelta(hours=4),
         iteration=True,
         resources=GENERATION,
-        # prompts.model is the "model" input (its fingerprint); backend.seed seeds the shots each round shows.
+        # prompts.model is the "model" input (its fingerprint); backend.seed seeds the shots each round shows. The
+        # whole section counts: the demonstration mix (num_shots, num_generated_shots) and every filter setting.
         config_keys=("prompts", "backend.seed", "model.chat_template"),
         operational_keys=("prompts.model",),
         cli=(
@@ -183,7 +196,8 @@ STEPS: tuple[StepDef, ...] = (
         iteration=True,
         resources=GENERATION,
         config_keys=("generate", "backend.seed", "model.chat_template"),
-        operational_keys=tuple(f"generate.{k}" for k in SHARDING),
+        # drop_truncated is read by the pairs step; the candidates do not depend on it.
+        operational_keys=(*(f"generate.{k}" for k in SHARDING), "generate.drop_truncated"),
         cli=(
             CliOption("--model", "model",
                       "Responding model: M<k>, checkpoint URI, directory or alias. Default: M_{T-1}.", "SPEC"),
@@ -201,13 +215,42 @@ STEPS: tuple[StepDef, ...] = (
         iteration=True,
         resources=GENERATION,
         # judge.model is the "model" input; the template's text is an input too (its sha256), not its name.
-        config_keys=("judge", "backend.seed", "model.chat_template"),
-        operational_keys=("judge.model", "judge.template", *(f"judge.{k}" for k in SHARDING)),
+        # backend.max_model_len decides which judge prompts are set aside as too long; min_parsed_samples is read
+        # by the pairs step only.
+        config_keys=("judge", "backend.seed", "backend.max_model_len", "model.chat_template"),
+        operational_keys=(
+            "judge.model", "judge.template", "judge.min_parsed_samples", *(f"judge.{k}" for k in SHARDING)
+        ),
         cli=(
             CliOption("--model", "config:judge.model",
                       "Judge model (judge.model). Default: M_{T-1} (self-rewarding).", "SPEC"),
             CliOption("--input", "input:candidates", _iteration_dir("Candidates table.") + "candidates."),
             CliOption("--out", "out", _iteration_dir("Output judgments table.") + "judgments."),
+        ),
+    ),
+    StepDef(
+        name="meta_judge",
+        summary="Meta-Rewarding: the model compares its own judgments in both orders (judgment_pairs table).",
+        description="run.method meta_rewarding: per prompt, every pair of the judgments of the candidate they "
+        "disagree most on is compared by the meta-judge in both orders; the battles, weighted against position "
+        "bias, rate each judgment (Elo), and the best vs the worst judgment becomes a judge preference pair that dpo "
+        "adds to the actor pairs. run.method self_rewarding: commits an empty table without opening a backend.",
+        runner="srlm.steps.meta_judge:run_step",
+        inputs=("model", "candidates", "judgments"),
+        output=_judgment_pairs_of,
+        timeout=timedelta(hours=12),
+        iteration=True,
+        resources=GENERATION,
+        # judge.model is the "model" input; the meta-judge and judge templates' texts are inputs too (sha256).
+        # length_control_rho shapes the actor pairs (the pairs step), not these.
+        config_keys=("meta_rewarding", "run.method", "backend.seed", "model.chat_template"),
+        operational_keys=("meta_rewarding.template", "meta_rewarding.shard_size", "meta_rewarding.length_control_rho"),
+        cli=(
+            CliOption("--model", "config:judge.model",
+                      "Meta-judge model (judge.model). Default: M_{T-1} (the judge's own model).", "SPEC"),
+            CliOption("--candidates", "input:candidates", _iteration_dir("Candidates table.") + "candidates."),
+            CliOption("--judgments", "input:judgments", _iteration_dir("Judgments table.") + "judgments."),
+            CliOption("--out", "out", _iteration_dir("Output judgment_pairs table.") + "judgment_pairs."),
         ),
     ),
     StepDef(
@@ -219,11 +262,38 @@ STEPS: tuple[StepDef, ...] = (
         timeout=timedelta(minutes=30),
         iteration=True,
         resources=CPU,
-        config_keys=("pairs",),
+        # judge.min_parsed_samples and generate.drop_truncated are selection rules; judge.num_samples is the default
+        # of the former.
+        config_keys=(
+            "pairs", "judge.min_parsed_samples", "judge.num_samples", "generate.drop_truncated", "run.method",
+            "meta_rewarding.length_control_rho",
+        ),
         cli=(
             CliOption("--candidates", "input:candidates", _iteration_dir("Candidates table.") + "candidates."),
             CliOption("--judgments", "input:judgments", _iteration_dir("Judgments table.") + "judgments."),
             CliOption("--out", "out", _iteration_dir("Output pairs table.") + "pairs."),
+        ),
+    ),
+    StepDef(
+        name="judge_health",
+        summary="Judge-health gate before DPO: parse rate, score entropy, share of 5s, tie rate, length gap.",
+        description="Measures the iteration's judgments and pairs against the judge_health thresholds and commits "
+        "the result (judge_health artifact). A failed check stops the iteration with one line naming the metric, "
+        "its value and its threshold; everything committed stays. --set judge_health.accept_warnings=true (srlm "
+        "iterate/run: --accept-judge-warnings) continues past it and records the override.",
+        runner="srlm.steps.judge_health:run_step",
+        inputs=("judgments", "pairs"),
+        output=_judge_health_of,
+        timeout=timedelta(minutes=15),
+        iteration=True,
+        resources=CPU,
+        # accept_warnings decides whether the iteration continues, not what the gate measures.
+        config_keys=("judge_health",),
+        operational_keys=("judge_health.accept_warnings",),
+        cli=(
+            CliOption("--judgments", "input:judgments", _iteration_dir("Judgments table.") + "judgments."),
+            CliOption("--pairs", "input:pairs", _iteration_dir("Pairs table.") + "pairs."),
+            CliOption("--out", "out", _iteration_dir("Output judge-health artifact.") + "judge_health."),
         ),
     ),
     StepDef(
@@ -233,14 +303,18 @@ STEPS: tuple[StepDef, ...] = (
         "An empty pairs table (every prompt tied, or judgments unparsable) is an error: nothing is registered, "
         "and M_T is never silently a copy of M_{T-1}.",
         runner="srlm.steps.dpo:run_step",
-        inputs=("model", "pairs"),
+        inputs=("model", "pairs", "judgment_pairs"),  # judgment_pairs: read only when run.method is meta_rewarding
         output=_model_of,
         timeout=timedelta(hours=24),
         iteration=True,
         resources=TRAINING,
         config_keys=("dpo",),
         operational_keys=tuple(f"dpo.{k}" for k in TRAINING_OPERATIONAL),
-        cli=(CliOption("--input", "input:pairs", _iteration_dir("Pairs table.") + "pairs."),),
+        cli=(
+            CliOption("--input", "input:pairs", _iteration_dir("Pairs table.") + "pairs."),
+            CliOption("--judgment-pairs", "input:judgment_pairs",
+                      _iteration_dir("Judgment pairs (run.method meta_rewarding).") + "judgment_pairs."),
+        ),
     ),
     StepDef(
         name="evaluate",

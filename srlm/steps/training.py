@@ -96,8 +96,27 @@ def training_summary(
     if step == "dpo":
         summary.add("beta", trained.get("beta"), "β", None if trained.get("beta") is not None else "n/a")
         add_selection(summary, record)
+    if step == "sft":
+        add_sft_fit(summary, record)
     ctx.save_summary(summary)
     return StepResult(record.uri, summary, reused, outputs={"checkpoint_id": record.checkpoint_id})
+
+
+def add_sft_fit(summary: StepSummary, record: Any) -> None:
+    """How many seed examples SFT dropped as longer than sft.max_length (srlm.training.data.SFTFit, kept in the
+    registry record's details); nothing for a checkpoint registered without it."""
+    try:
+        fit = (getattr(record, "details", None) or {}).get("sft_fit")
+    except ValueError:  # unreadable details_json
+        fit = None
+    if not fit:
+        return
+    dropped = fit.get("dropped_too_long") or {}
+    kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(dropped.items()) if n) or "none"
+    total = sum(dropped.values())
+    summary.add(
+        "examples_dropped_too_long", total, f"dropped (over max_length {fit.get('max_length')})", f"{total} ({kinds})"
+    )
 
 
 def add_selection(summary: StepSummary, record: Any) -> None:

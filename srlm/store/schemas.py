@@ -93,6 +93,39 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field("rejected_tokens", pa.int32()),
         ]
     ),
+    # Meta-Rewarding: one row per meta-judge call comparing two judgments of one candidate (first shown as A).
+    # winner is null exactly when parse_ok is false.
+    "meta_judgments": pa.schema(
+        [
+            pa.field("prompt_id", pa.string(), nullable=False),
+            pa.field("candidate_id", pa.string(), nullable=False),
+            pa.field("first_sample_index", pa.int32(), nullable=False),  # judgments.sample_index shown as A
+            pa.field("second_sample_index", pa.int32(), nullable=False),  # … shown as B
+            pa.field("meta_judgment", pa.string(), nullable=False),  # raw meta-judge text
+            pa.field("winner", pa.string()),  # "A" or "B"
+            pa.field("parse_ok", pa.bool_(), nullable=False),
+            pa.field("parse_error", pa.string()),
+            pa.field("judge_model", pa.string()),
+        ]
+    ),
+    # Meta-Rewarding judge preference pairs: per prompt, the highest- vs the lowest-rated judgment of one candidate.
+    # prompt is the judge prompt exactly as the judge saw it (the rubric filled with the instruction and response).
+    "judgment_pairs": pa.schema(
+        [
+            pa.field("prompt_id", pa.string(), nullable=False),
+            pa.field("candidate_id", pa.string(), nullable=False),
+            pa.field("prompt", pa.string(), nullable=False),
+            pa.field("chosen", pa.string(), nullable=False),  # judgment text
+            pa.field("rejected", pa.string(), nullable=False),
+            pa.field("chosen_sample_index", pa.int32(), nullable=False),
+            pa.field("rejected_sample_index", pa.int32(), nullable=False),
+            pa.field("chosen_elo", pa.float64(), nullable=False),
+            pa.field("rejected_elo", pa.float64(), nullable=False),
+            pa.field("chosen_score", pa.float64()),  # the score each judgment gave the response
+            pa.field("rejected_score", pa.float64()),
+            pa.field("battles", pa.int32()),  # decisive meta-judgments among this candidate's judgments
+        ]
+    ),
     # DPO reference log-probs of a pairs table's rows (summed over each response's tokens), keyed by row index.
     "reference_log_probs": pa.schema(
         [

@@ -162,10 +162,14 @@ def execute(
         final = _train(spec, cfg, output_dir, force=force, runtime=runtime)
         if not is_main:
             return None
+        from srlm.training.data import read_sft_fit
         from srlm.training.selection import read_selection
 
         record_details = {**training_details(cfg, spec.kind, runtime), **(details or {})}
         record_details["loss"] = _loss_summary(output_dir)
+        sft_fit = read_sft_fit(output_dir)
+        if sft_fit is not None:  # SFT: the examples dropped as longer than max_length
+            record_details["sft_fit"] = sft_fit
         steps = _trained_steps(output_dir)
         selection = read_selection(output_dir)
         if selection is not None:  # checkpoint selection ran: M_t is the selected step's model (last or earlier)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from srlm.config import SFTTrainingConfig
 from srlm.training.checkpoints import CheckpointHook, train_and_save
 from srlm.training.common import TrainerRuntime, common_trainer_kwargs, load_for_trainer, make_trainer
-from srlm.training.data import sft_dataset
+from srlm.training.data import fitted_sft_dataset
 from srlm.training.modeling import peft_config
 
 
@@ -26,8 +27,12 @@ def build_sft_trainer(
     """The configured TRL SFTTrainer and the config values to restore on save (used by train_sft and tests)."""
     from trl import SFTConfig as TRLSFTConfig, SFTTrainer
 
-    dataset = sft_dataset(list(train_uris))
     tokenizer, model, restore_config = load_for_trainer(model_path, cfg, "sft", runtime)
+    # Examples longer than max_length are dropped, not truncated (srlm.training.data); the counts go with the job's
+    # output to the registry record and the sft step's summary.
+    dataset, fit = fitted_sft_dataset(list(train_uris), tokenizer, cfg.max_length)
+    if int(os.environ.get("RANK", "0")) == 0:
+        fit.write(output_dir)
     args = TRLSFTConfig(
         **common_trainer_kwargs(cfg, str(output_dir), "sft", max_steps, runtime, model),
         completion_only_loss=True,
