@@ -54,7 +54,8 @@ def test_pairs_command_reads_and_writes_layout_paths(tmp_path, capsys):
     ]
     artifacts.write_table(layout.candidates(2), candidates, "candidates")
     artifacts.write_table(layout.judgments(2), judgments, "judgments")
-    assert main(["pairs", "--store", store, "--run", "cli", "-t", "2"]) == 0
+    # one judgment per candidate: with the default judge.num_samples 3 neither would have enough to compete
+    assert main(["pairs", "--store", store, "--run", "cli", "-t", "2", "--set", "judge.num_samples=1"]) == 0
     out = capsys.readouterr().out
     assert "── pairs · iteration 2" in out and out.strip().endswith(layout.pairs(2))
     (row,) = artifacts.read_table(layout.pairs(2)).to_pylist()
