@@ -549,11 +549,11 @@ class VerdictConfig:
 
     enabled: bool = _f(
         False,
-        "After the run's last iteration, evaluate M_t against M_(t-1) head to head (both orders), record the "
+        "After the run's last iteration, evaluate M_t against M_(t-1) head to head, record the "
         "monitors, write the report and print a verdict. Off by default: the paper's loop has no such step, and at "
         "its scale a self-judged check is no substitute for `srlm eval` with an external judge.",
     )
-    num_prompts: Count = _f(32, "Prompts the two models are compared on (each judged twice, the responses swapped).")
+    num_prompts: Count = _f(32, "Prompts the two models are compared on.")
     prompts: Nullable[Text] = _f(
         None,
         "Prompts table or file (.jsonl/.json/.txt) to compare on; the first num_prompts are used. None: the shipped "
@@ -562,8 +562,15 @@ class VerdictConfig:
     )
     judge: Text = _f(
         "self",
-        "Who judges: self (M_t, the newest model, with the pairwise template; the verdict says self-judged), a "
-        "model spec (a local judge), or an OpenAI-compatible URL / Airflow-style connection URI.",
+        "Who judges: self (M_t, the newest model; the verdict says self-judged), a model spec (a local judge), or "
+        "an OpenAI-compatible URL / Airflow-style connection URI (pairwise comparison only).",
+    )
+    comparison: Literal["rubric", "pairwise"] = _f(
+        "rubric",
+        "How the judge compares the two responses: rubric (each scored judge.num_samples times with the judge "
+        "step's additive template and sampling, the higher mean wins; the judge the loop trains with EFT) or "
+        "pairwise (the pairwise template in both orders, a win only when both orders agree; for judges that write "
+        "a 'Winner:' line, which a small seed-SFT model rarely does).",
     )
     sampling: Literal["greedy", "config"] = _f(
         "greedy", "How the two models answer: greedy, or the generate section's temperature and top-p."

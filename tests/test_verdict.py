@@ -1,5 +1,5 @@
-"""The verdict that ends `srlm run` (srlm.steps.verdict): M_t vs M_(t-1) head to head on held-out prompts, both
-orders, self-judged, recorded; monitors recorded; report written; one line; a rerun reuses. Fast: a scripted
+"""The verdict that ends `srlm run` (srlm.steps.verdict): M_t vs M_(t-1) head to head on held-out prompts,
+self-judged by its rubric (or pairwise in both orders), recorded; monitors recorded; report written; one line; a rerun reuses. Fast: a scripted
 backend and a stand-in training job; slow: the tiny model end to end."""
 
 from __future__ import annotations
@@ -28,20 +28,22 @@ from tests.test_iteration import (  # noqa: F401  (fake_training is a fixture)
 )
 
 PAIRWISE_MARK = "You are an impartial judge"
+RUBRIC_MARK = "using the additive 5-point"
 VERDICT_LINE = re.compile(
-    r"^== verdict: M1 vs M0 \(self-judged by M1, (\d+) prompts, both orders\): M1 wins ([\d.]+)%, loses ([\d.]+)%, "
-    r"ties ([\d.]+)% — report: (\S+)$"
+    r"^== verdict: M1 vs M0 \(self-judged by M1, (?:by its judge's rubric|pairwise, both orders), (\d+) prompts\): "
+    r"M1 wins ([\d.]+)%, loses ([\d.]+)%, ties ([\d.]+)% — report: (\S+)$"
 )
 
 
 def prefers_m1(instruction: str) -> bool:
-    """The scripted judge's taste: M1's answer on 'even' prompts; on the others it always says A (position bias)."""
+    """The scripted judge's taste: M1's answer on 'even' prompts; on the others it always says A (position bias)
+    when comparing, and scores both answers the same when scoring."""
     return hashlib.sha256(instruction.encode()).digest()[0] % 2 == 0
 
 
 class VerdictBackend(GenerationBackend):
-    """Serves one model: answers name the model (its directory's config.json), pairwise judgments follow
-    prefers_m1. Counts the backends opened, so a rerun can show it opens none."""
+    """Serves one model: answers name the model (its directory's config.json), pairwise judgments and rubric
+    scores follow prefers_m1. Counts the backends opened, so a rerun can show it opens none."""
 
     name = "scripted-verdict"
     opened: list[str] = []
@@ -61,6 +63,11 @@ class VerdictBackend(GenerationBackend):
                 a = re.search(r"\[Response A\]\n(.*)\n\[End of response A\]", content, re.S).group(1)
                 winner = ("A" if a.startswith("M1") else "B") if prefers_m1(instruction) else "A"
                 texts.append([f"Compared the two.\nWinner: {winner}"] * sampling.n)
+            elif RUBRIC_MARK in content:
+                instruction = re.search(r"\nUser: (.*)\n<response>", content, re.S).group(1)
+                response = re.search(r"<response>(.*)</response>", content, re.S).group(1)
+                score = 4 if prefers_m1(instruction) and response.startswith("M1") else 2
+                texts.append([f"Relevant and partly useful.\nScore: {score}"] * sampling.n)
             else:
                 texts.append([f"{self.model} answers: {content[:30]}"] * sampling.n)
         return [Completion(t, [len(x.split()) for x in t], ["stop"] * len(t)) for t in texts]
@@ -102,9 +109,12 @@ def verdict_ctx(store: str, tmp_path: Path, lines: list[str], **overrides) -> St
     return StepContext.from_config(load_config(None, settings), echo=lines.append, progress=False)
 
 
-def test_run_ends_with_the_verdict_report_and_a_rerun_reuses(tmp_store, tmp_path, fake_training, verdict_backends):  # noqa: F811
+@pytest.mark.parametrize("comparison", ["rubric", "pairwise"])
+def test_run_ends_with_the_verdict_report_and_a_rerun_reuses(
+    tmp_store, tmp_path, fake_training, verdict_backends, comparison  # noqa: F811
+):
     lines: list[str] = []
-    ctx = verdict_ctx(tmp_store, tmp_path, lines)
+    ctx = verdict_ctx(tmp_store, tmp_path, lines, **{"verdict.comparison": comparison})
     result = run(ctx, opener=scripted_opener)
 
     # The prompts: held out from everything the run trained on, the first verdict.num_prompts of them.
@@ -114,10 +124,11 @@ def test_run_ends_with_the_verdict_report_and_a_rerun_reuses(tmp_store, tmp_path
     generated = artifacts.read_table(ctx.layout.prompts(1)).column("prompt").to_pylist()
     assert not set(prompts) & (set(trained) | set(generated))
 
-    # The line: the last thing the run says, with the shares the scripted judge implies (both orders: a
-    # position-biased "A, A" is a tie).
+    # The line: the last thing the run says, with the shares the scripted judge implies (rubric: equal scores are a
+    # tie; pairwise, both orders: a position-biased "A, A" is a tie).
     match = VERDICT_LINE.match(lines[-1])
     assert match, lines[-1]
+    assert ("by its judge's rubric" in lines[-1]) == (comparison == "rubric")
     n, wins, losses, ties, report = match.groups()
     expected_wins = sum(prefers_m1(p) for p in prompts)
     assert int(n) == 12
@@ -134,6 +145,12 @@ def test_run_ends_with_the_verdict_report_and_a_rerun_reuses(tmp_store, tmp_path
     assert {r["metric"]: r["value"] for r in h2h.to_pylist()}["a_win_pct"] == pytest.approx(100 * expected_wins / 12)
     assert artifacts.is_committed(ctx.layout.eval_result("M0", "monitors", "v1"))
     assert artifacts.is_committed(ctx.layout.report)
+    # The rubric's judgments and scores stay in the annotations (judge.num_samples = 2 per response).
+    raw = [json.loads(r) for r in artifacts.read_table(result.verdict.annotations_uri).column("raw_judgments_json").to_pylist()]
+    if comparison == "rubric":
+        assert all(len(r["rubric"]["output_1"]["scores"]) == 2 and r["rubric"]["output_1"]["mean"] == 2.0 for r in raw)
+    else:
+        assert not any("rubric" in r for r in raw)
 
     # A rerun: every step and the head-to-head are reused; no model is opened; the same line.
     lines.clear()

@@ -76,7 +76,11 @@ def register(subparsers) -> None:
         "--judge-cache", metavar="URI",
         help="Where judgments are cached (local dir or s3://…; default ~/.cache/srlm/judgments); 'none' disables.",
     )
-    h2h.add_argument("--template", default="pairwise", help="Pairwise judge template: shipped name or file (default: pairwise).")
+    h2h.add_argument(
+        "--template", default="pairwise",
+        help="Pairwise judge template: shipped name or file (default: pairwise), or 'rubric': a local judge scores "
+        "each response with the judge step's template and sampling (judge.*), the higher mean wins.",
+    )
     h2h.add_argument(
         "--sampling", choices=("greedy", "config"), default="greedy",
         help="How model systems answer: greedy, or the generate section's temperature/top-p (default greedy).",

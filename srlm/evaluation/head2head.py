@@ -29,7 +29,7 @@ OUTPUT_TABLE_SCHEMAS = ("candidates", "annotations")
 PROMPT_TABLE_SCHEMAS = ("prompts", "candidates", "eval_groups", "annotations")
 RESULT_FIELDS = (
     "a", "b", "judge", "n", "a_wins", "ties", "b_wins", "a_win_pct", "tie_pct", "b_win_pct", "order_parse_rate",
-    "order_agreement", "position_consistency", "first_position_rate", "annotations_uri",
+    "order_agreement", "position_consistency", "first_position_rate", "annotations_uri", "comparison",
 )
 
 
@@ -59,6 +59,9 @@ class Head2HeadResult:
     position_consistency: float | None = None
     first_position_rate: float | None = None
     annotations_uri: str | None = None
+    # "pairwise": the pairwise template in both orders; "rubric": each response scored by the judge's rubric
+    # (srlm.evaluation.judges.RubricJudge), where order_parse_rate is the share of prompts with both responses scored.
+    comparison: str = "pairwise"
 
     @property
     def a_win_pct(self) -> float:
@@ -88,11 +91,16 @@ class Head2HeadResult:
             f"  B = {self.b}",
             f"  A wins {self.a_win_pct:5.1f}%   tie {self.tie_pct:5.1f}%   B wins {self.b_win_pct:5.1f}%",
             f"  [{bar}]",
-            f"  verdicts parsed: {parse} of orders; both orders agree: {agree} of prompts",
-            f"  position consistency: {format_percent(self.position_consistency)} of pairs with both orders parsed "
-            f"gave one verdict; the first-shown response won {format_percent(self.first_position_rate)} of decided "
-            "orders (50% is unbiased)",
         ]
+        if self.comparison == "rubric":
+            lines.append(f"  both responses scored on {parse} of prompts (equal means and unscored responses are ties)")
+        else:
+            lines += [
+                f"  verdicts parsed: {parse} of orders; both orders agree: {agree} of prompts",
+                f"  position consistency: {format_percent(self.position_consistency)} of pairs with both orders "
+                f"parsed gave one verdict; the first-shown response won {format_percent(self.first_position_rate)} "
+                "of decided orders (50% is unbiased)",
+            ]
         if self.annotations_uri:
             lines.append(f"  annotations: {self.annotations_uri}")
         return "\n".join(lines)
@@ -174,7 +182,9 @@ def compare(a: System, b: System, prompts: Sequence[str], judge, *, template: st
     pairs = [PairToJudge(p, b.responses[p], a.responses[p], generator_1=b.label, generator_2=a.label) for p in prompts]
     table, stats = judge_pairs(pairs, judge, template=template or load_pairwise_template())
     prefs = table.column("preference").to_pylist()
-    position = position_stats(table)
+    pointwise = getattr(judge, "scores_pointwise", False)
+    # Scoring one response at a time has no order, so position statistics do not apply to it.
+    position = {"position_consistency": None, "first_position_rate": None} if pointwise else position_stats(table)
     return Head2HeadResult(
         a=a.label,
         b=b.label,
@@ -188,6 +198,7 @@ def compare(a: System, b: System, prompts: Sequence[str], judge, *, template: st
         annotations=table,
         position_consistency=position["position_consistency"],
         first_position_rate=position["first_position_rate"],
+        comparison="rubric" if pointwise else "pairwise",
     )
 
 

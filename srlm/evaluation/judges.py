@@ -2,7 +2,8 @@
 chat endpoint (`POST …/v1/chat/completions`) through the `openai` SDK.
 
 The hierarchy mirrors TRL's judges: PairwiseJudge (the base: TRL's pairwise `judge(prompts, completions)` plus
-srlm's richer both-orders verdicts) → BackendJudge (a local model, e.g. the model judging itself) and
+srlm's richer both-orders verdicts) → BackendJudge (a local model, e.g. the model judging itself), RubricJudge (a
+local model comparing by the loop's own additive rubric: each response scored, the higher mean wins) and
 EndpointJudge (an OpenAI-compatible server). Each turns judge prompts into judgment texts (`complete`), in prompt
 order, looking every prompt up in a JudgmentCache first, keyed by (judge identity, prompt, decoding settings), so
 a rerun only pays for what is new.
@@ -522,3 +523,101 @@ class BackendJudge(PairwiseJudge):
     def close(self) -> None:
         if self._owns_backend:
             self.backend.close()
+
+
+RUBRIC = "rubric"  # the head-to-head template name that selects the RubricJudge
+
+
+class RubricJudge(PairwiseJudge):
+    """A pairwise comparison by the judge the loop trains: each of the two responses is scored `num_samples` times
+    with the judge step's additive template (judge.template, sampling and parser), and the response with the higher
+    mean of its parsed scores wins. Equal means, or a response with fewer than `required_parsed` parsed scores (or
+    whose judge prompt does not fit the context), make a tie, as an unparsed pairwise verdict does.
+
+    This is how a self-rewarding model's own judgment compares two responses (its EFT data teach the 5-point rubric,
+    not a "Winner:" line). Scoring sees one response at a time, so it has no position bias to cancel: both "orders"
+    of a verdict are the same comparison, and position consistency does not apply."""
+
+    scores_pointwise = True
+
+    def __init__(
+        self,
+        backend,
+        *,
+        identity: str,
+        template: str,
+        template_name: str,
+        num_samples: int = 3,
+        required_parsed: int = 3,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        max_new_tokens: int = 256,
+        injection_guard: bool = False,
+        owns_backend: bool = False,
+    ) -> None:
+        if not 1 <= required_parsed <= num_samples:
+            raise ConfigError(f"judge.min_parsed_samples: {required_parsed} must be within 1..num_samples ({num_samples})")
+        self.backend = backend
+        self.name = f"{identity} ({RUBRIC}: {template_name}, {num_samples} samples)"
+        self.rubric_template = template
+        self.num_samples = num_samples
+        self.required_parsed = required_parsed
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.injection_guard = injection_guard
+        self._owns_backend = owns_backend
+
+    def complete(self, prompts: Sequence[str]) -> list[str]:
+        """One judgment per judge prompt (the first sample), for callers of the plain judge API."""
+        from srlm.generation.base import Sampling
+
+        sampling = Sampling(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
+        completions = self.backend.generate([[{"role": "user", "content": p}] for p in prompts], sampling)
+        return [c.texts[0] if c.texts else "" for c in completions]
+
+    def score(self, instruction_response: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Per (instruction, response): its judgments, parsed scores (None: unparsed), and the mean of the parsed
+        ones when at least `required_parsed` parsed (else None); a prompt too long for the context is not judged."""
+        from srlm.generation.base import Sampling, generate_fitting
+        from srlm.judging.parse import parse_score
+        from srlm.judging.template import render_judge_prompt
+
+        requests = [
+            [{"role": "user", "content": render_judge_prompt(
+                self.rubric_template, instruction, response, injection_guard=self.injection_guard
+            )}]
+            for instruction, response in instruction_response
+        ]
+        sampling = Sampling(
+            n=self.num_samples, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens
+        )
+        out = []
+        for completion in generate_fitting(self.backend, requests, sampling, progress=False) if requests else []:
+            texts = list(completion.texts) if completion is not None else []
+            scores = [parse_score(text).score for text in texts]
+            parsed = [score for score in scores if score is not None]
+            mean = sum(parsed) / len(parsed) if len(parsed) >= self.required_parsed else None
+            out.append({"judgments": texts, "scores": scores, "mean": mean, "too_long": completion is None})
+        return out
+
+    def pair_verdicts(self, pairs: Sequence[PairToJudge]) -> list[PairVerdict]:
+        scored = self.score([(p.instruction, out) for p in pairs for out in (p.output_1, p.output_2)])
+        verdicts = []
+        for i in range(len(pairs)):
+            first, second = scored[2 * i], scored[2 * i + 1]
+            if first["mean"] is None or second["mean"] is None:
+                winner, preference = None, 1.5
+            elif first["mean"] == second["mean"]:
+                winner, preference = "tie", 1.5
+            else:
+                winner, preference = ("1", 1.0) if first["mean"] > second["mean"] else ("2", 2.0)
+            verdicts.append(PairVerdict(
+                preference, winner, winner, "", "", rubric={"output_1": first, "output_2": second}
+            ))
+        return verdicts
+
+    def close(self) -> None:
+        if self._owns_backend:
+            self.backend.close()
+

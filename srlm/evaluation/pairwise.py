@@ -56,6 +56,9 @@ class PairVerdict:
     reverse: str | None
     forward_text: str
     reverse_text: str
+    # A rubric judge's comparison (srlm.evaluation.judges.RubricJudge): each output's sampled judgments, parsed
+    # scores and mean; None for a pairwise judge. forward == reverse then, as scoring has no order.
+    rubric: dict | None = None
 
     @property
     def parsed_orders(self) -> int:
@@ -143,8 +146,12 @@ def pair_verdicts(pairs: Sequence[PairToJudge], judge, *, template: str | None =
 
 
 def judge_pairs(pairs: Sequence[PairToJudge], judge, *, template: str | None = None) -> tuple[pa.Table, dict]:
-    """Judge every pair in both orders with `judge` (srlm.evaluation.judges.Judge); returns (annotations, stats)."""
-    verdicts = pair_verdicts(pairs, judge, template=template)
+    """Judge every pair in both orders with `judge` (srlm.evaluation.judges.Judge); returns (annotations, stats).
+    A judge that compares by scoring (`scores_pointwise`, the RubricJudge) makes its own verdicts."""
+    if getattr(judge, "scores_pointwise", False):
+        verdicts = judge.pair_verdicts(pairs)
+    else:
+        verdicts = pair_verdicts(pairs, judge, template=template)
     return annotations_table(pairs, verdicts, judge_name=judge.name), verdict_stats(verdicts)
 
 
@@ -155,6 +162,7 @@ def annotations_table(pairs: Sequence[PairToJudge], verdicts: Sequence[PairVerdi
             "judge": judge_name,
             "forward": {"winner": verdict.forward, "text": verdict.forward_text},
             "reverse": {"winner": verdict.reverse, "text": verdict.reverse_text},
+            **({"rubric": verdict.rubric} if verdict.rubric is not None else {}),
         }
         rows.append(
             {

@@ -355,6 +355,7 @@ def evaluate_head2head(
 ) -> Head2HeadEvaluation:
     """Judge system A against system B (models, whose responses are generated here, or existing outputs)."""
     from srlm.evaluation.head2head import System, compare, fill_responses, is_outputs_source, load_outputs, load_prompts
+    from srlm.evaluation.judges import RUBRIC
     from srlm.evaluation.pairwise import load_pairwise_template
     from srlm.evaluation.runs import annotations_uri
 
@@ -375,6 +376,7 @@ def evaluate_head2head(
             "template": template, "sampling": sampling, "max_prompts": max_prompts, "out": out,
             "max_new_tokens": ctx.config.generate.max_new_tokens, "judge_max_new_tokens": ctx.config.judge.max_new_tokens,
             **({"temperature": ctx.config.generate.temperature, "top_p": ctx.config.generate.top_p} if sampling == "config" else {}),
+            **({"rubric": _rubric_settings(ctx)} if template == RUBRIC else {}),
         }
         inputs = {
             "a": _system_fingerprint(ctx, system_a), "b": _system_fingerprint(ctx, system_b),
@@ -385,7 +387,7 @@ def evaluate_head2head(
         )
         if _reused(evaluation, target, "head2head", producer, ctx.echo):
             return evaluation
-    pairwise_template = load_pairwise_template(template)
+    pairwise_template = None if template == RUBRIC else load_pairwise_template(template)
     for system in systems:
         if system.kind == "outputs":
             system.responses = load_outputs(system.spec)
@@ -407,7 +409,7 @@ def evaluate_head2head(
         systems, prompt_list, lambda system: open_model_backend(ctx, model_ref_for(ctx, system.spec)),
         keep_open=system_a if self_judge else None, sampling=generation,
     )
-    pairwise_judge = make_judge(ctx, judge, kept_backend=kept, a_spec=system_a.spec)
+    pairwise_judge = make_judge(ctx, judge, kept_backend=kept, a_spec=system_a.spec, rubric=template == RUBRIC)
     try:
         result = compare(system_a, system_b, prompt_list, pairwise_judge, template=pairwise_template)
     finally:
@@ -425,24 +427,43 @@ def evaluate_head2head(
                      "position_consistency": result.position_consistency,
                      "first_position_rate": result.first_position_rate},
             n={"a_win_pct": result.n},
-            details={"a": system_a.label, "b": system_b.label, "judge": result.judge, "annotations_uri": out},
+            details={"a": system_a.label, "b": system_b.label, "judge": result.judge, "annotations_uri": out,
+                     "comparison": result.comparison},
         )
         evaluation.recorded = record_result(target, "head2head", record, producer)
     return evaluation
 
 
-def make_judge(ctx: StepContext, judge: JudgeChoice, *, kept_backend: Any, a_spec: str):
-    """The pairwise judge `judge` names: an endpoint judge, or a local model (model A's open backend for self)."""
+def _rubric_settings(ctx: StepContext) -> dict[str, Any]:
+    """What a rubric comparison depends on: the judge step's template and sampling (srlm.config.JudgeConfig)."""
+    cfg = ctx.config.judge
+    return {
+        "template": cfg.template, "num_samples": cfg.num_samples, "required_parsed": cfg.required_parsed_samples,
+        "temperature": cfg.temperature, "top_p": cfg.top_p, "injection_guard": cfg.injection_guard,
+    }
+
+
+def make_judge(ctx: StepContext, judge: JudgeChoice, *, kept_backend: Any, a_spec: str, rubric: bool = False):
+    """The pairwise judge `judge` names: an endpoint judge, or a local model (model A's open backend for self);
+    with `rubric`, a local model comparing by the judge step's additive rubric (RubricJudge)."""
     from srlm.evaluation.judges import (
+        RUBRIC,
         BackendJudge,
         EndpointJudge,
+        RubricJudge,
         endpoint_config_from_connection,
         local_model_identity,
     )
+    from srlm.judging.template import load_template
     from srlm.evaluation.judgment_cache import JudgmentCache, default_cache_uri
 
     cache_uri = judge.cache or default_cache_uri()
     cache = None if cache_uri.lower() == "none" else JudgmentCache(cache_uri)
+    if judge.is_endpoint and rubric:
+        raise ConfigError(
+            f"--template {RUBRIC}: scores with a local model's judge (self or a model spec), not with the endpoint "
+            f"judge {judge.spec!r}; use the pairwise template with an endpoint"
+        )
     if judge.is_endpoint:
         endpoint = endpoint_config_from_connection(
             judge.spec, model=judge.model, requests_per_second=judge.requests_per_second,
@@ -452,8 +473,17 @@ def make_judge(ctx: StepContext, judge: JudgeChoice, *, kept_backend: Any, a_spe
     self_judge = judge.spec == "self"
     model = model_ref_for(ctx, a_spec if self_judge else judge.spec)
     backend = kept_backend if self_judge else open_model_backend(ctx, model)
+    identity = local_model_identity(local_model_path_of(ctx, model))
+    if rubric:
+        cfg = ctx.config.judge
+        return RubricJudge(
+            backend, identity=identity, template=load_template(cfg.template), template_name=cfg.template,
+            num_samples=cfg.num_samples, required_parsed=cfg.required_parsed_samples, temperature=cfg.temperature,
+            top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, injection_guard=cfg.injection_guard,
+            owns_backend=True,
+        )
     return BackendJudge(
-        backend, identity=local_model_identity(local_model_path_of(ctx, model)),
+        backend, identity=identity,
         max_new_tokens=ctx.config.judge.max_new_tokens, cache=cache, owns_backend=True,
     )
 

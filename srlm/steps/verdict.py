@@ -5,8 +5,10 @@ the same code path as `srlm eval head2head --a M_t --b M_(t-1) --run R --checkpo
 (srlm.evaluation.use_cases.evaluate_head2head): both models answer the same prompts (greedy by default), every
 prompt is judged twice with the responses swapped (disagreement or an unparsed verdict is a tie), the annotations
 go to <run>/eval/M_t/annotations/vs-M_(t-1) and the result to <run>/eval/M_t/head2head/v1. The judge is by
-default M_t itself with the pairwise template, so the line says "self-judged": the model grades its own
-comparison, which is evidence of change, not of quality. The run's monitors are recorded
+default M_t itself, comparing by the judge the loop trains (verdict.comparison rubric: each response scored with the
+judge step's additive rubric, the higher mean wins; the model rarely writes the pairwise template's "Winner:"
+line), so the line says "self-judged": the model grades its own comparison, which is evidence of change, not of
+quality. The run's monitors are recorded
 (srlm.evaluation.use_cases.evaluate_monitors, as the evaluate suites do) and the report is rewritten
 (srlm.evaluation.report.write_report, as `srlm report` does).
 
@@ -42,6 +44,7 @@ class Verdict:
     model: str
     baseline: str
     judge: str  # "self", or the judge spec verdict.judge names
+    comparison: str  # "rubric" or "pairwise" (verdict.comparison)
     n: int
     win_pct: float
     tie_pct: float
@@ -59,22 +62,33 @@ class Verdict:
     def judged_by(self) -> str:
         return f"self-judged by {self.model}" if self.judge == SELF_JUDGE else f"judged by {self.judge}"
 
+    @property
+    def how(self) -> str:
+        return "by its judge's rubric" if self.comparison == "rubric" else "pairwise, both orders"
+
     def line(self) -> str:
         return (
-            f"== verdict: {self.model} vs {self.baseline} ({self.judged_by}, {self.n} prompts, both orders): "
+            f"== verdict: {self.model} vs {self.baseline} ({self.judged_by}, {self.how}, {self.n} prompts): "
             f"{self.model} wins {self.win_pct:.1f}%, loses {self.loss_pct:.1f}%, ties {self.tie_pct:.1f}% — "
             f"report: {self.report}"
         )
 
     def detail(self) -> str:
-        """Why ties may be many: unparsed verdicts and order disagreements count as ties."""
+        """Why ties may be many: unscored responses, unparsed verdicts and order disagreements count as ties."""
         from srlm.formatting import format_duration, format_percent
 
-        return (
-            f"   verdicts parsed in {format_percent(self.order_parse_rate)} of orders, both orders agree on "
-            f"{format_percent(self.order_agreement)} of prompts (an unparsed or disagreeing pair is a tie); "
-            f"{'reused in' if self.reused else 'took'} {format_duration(self.wall_seconds)}; result {self.result_uri}"
-        )
+        if self.comparison == "rubric":
+            judged = (
+                f"   both responses scored on {format_percent(self.order_parse_rate)} of prompts (an unscored "
+                "response or equal means is a tie)"
+            )
+        else:
+            judged = (
+                f"   verdicts parsed in {format_percent(self.order_parse_rate)} of orders, both orders agree on "
+                f"{format_percent(self.order_agreement)} of prompts (an unparsed or disagreeing pair is a tie)"
+            )
+        took = "reused in" if self.reused else "took"
+        return f"{judged}; {took} {format_duration(self.wall_seconds)}; result {self.result_uri}"
 
 
 def held_out_prompts(ctx: StepContext, t: int) -> list[str]:
@@ -132,6 +146,7 @@ def commit_held_out_prompts(ctx: StepContext, t: int) -> str:
 
 def run_verdict(ctx: StepContext, t: int) -> Verdict:
     """Head-to-head M_t vs M_(t-1) (recorded under M_t), monitors recorded, report written; returns the verdict."""
+    from srlm.evaluation.judges import RUBRIC
     from srlm.evaluation.report import write_report
     from srlm.evaluation.results import ResultTarget
     from srlm.evaluation.suites import SUITE_VERSION
@@ -145,18 +160,21 @@ def run_verdict(ctx: StepContext, t: int) -> Verdict:
         prompts, max_prompts = commit_held_out_prompts(ctx, t), None
     else:
         prompts, max_prompts = cfg.prompts, cfg.num_prompts
-    ctx.echo(f"== verdict: {model} vs {baseline}, judge {cfg.judge}, prompts {prompts}")
+    ctx.echo(f"== verdict: {model} vs {baseline}, judge {cfg.judge} ({cfg.comparison}), prompts {prompts}")
     start = time.perf_counter()
     target = ResultTarget(ctx.layout, model, SUITE_VERSION)
     evaluation = evaluate_head2head(
         _with_backend(ctx, cfg.backend), model, baseline, JudgeChoice(spec=cfg.judge), prompts=prompts,
-        sampling=cfg.sampling, max_prompts=max_prompts, target=target,
+        template=RUBRIC if cfg.comparison == "rubric" else "pairwise", sampling=cfg.sampling,
+        max_prompts=max_prompts, target=target,
     )
     if evaluation.result is not None:
         ctx.echo(evaluation.to_text())
     monitors = evaluate_monitors(ctx.layout, record=True, suite_version=SUITE_VERSION, echo=ctx.echo)
     report = write_report(ctx.layout)
-    verdict = _from_committed(evaluation.recorded or target.uri("head2head"), model, baseline, cfg.judge, report.html)
+    verdict = _from_committed(
+        evaluation.recorded or target.uri("head2head"), model, baseline, cfg.judge, cfg.comparison, report.html
+    )
     verdict.reused, verdict.flags = evaluation.reused, list(monitors.report.flags)
     verdict.wall_seconds = time.perf_counter() - start
     return verdict
@@ -180,7 +198,7 @@ def echo_verdict(ctx: StepContext, verdict: Verdict) -> None:
     ctx.echo(verdict.line())
 
 
-def _from_committed(uri: str, model: str, baseline: str, judge: str, report: str) -> Verdict:
+def _from_committed(uri: str, model: str, baseline: str, judge: str, comparison: str, report: str) -> Verdict:
     """The verdict from the committed head2head result, so a fresh and a reused result read the same way."""
     rows = artifacts.read_table(uri, "eval_results").to_pylist()
     if not rows:
@@ -192,6 +210,7 @@ def _from_committed(uri: str, model: str, baseline: str, judge: str, report: str
         model=model,
         baseline=baseline,
         judge=judge,
+        comparison=details.get("comparison", comparison),
         n=int(counts.get("a_win_pct") or 0),
         win_pct=metrics["a_win_pct"],
         tie_pct=metrics["tie_pct"],
