@@ -454,8 +454,8 @@ def make_judge(ctx: StepContext, judge: JudgeChoice, *, kept_backend: Any, a_spe
         endpoint_config_from_connection,
         local_model_identity,
     )
-    from srlm.judging.template import load_template
     from srlm.evaluation.judgment_cache import JudgmentCache, default_cache_uri
+    from srlm.judging.template import load_template
 
     cache_uri = judge.cache or default_cache_uri()
     cache = None if cache_uri.lower() == "none" else JudgmentCache(cache_uri)

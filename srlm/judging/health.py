@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from srlm.config import JudgeHealthConfig
 from srlm.formatting import format_number
+from srlm.judging.scores import parsed_scores
 
 # Means of a few small integers: equal means come out bit-identical, but stay safe against rounding (as pairs does).
 _EPS = 1e-9
@@ -78,20 +79,11 @@ def score_entropy(histogram: Mapping[str, int]) -> float | None:
 
 def tie_rate(judgments: pa.Table, required_parsed: int = 1) -> tuple[float | None, int, int]:
     """(tie rate, tied prompts, prompts with two or more scored candidates); the rate is None without any."""
-    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for prompt_id, candidate_id, score, ok in zip(
-        judgments.column("prompt_id").to_pylist(),
-        judgments.column("candidate_id").to_pylist(),
-        judgments.column("score").to_pylist(),
-        judgments.column("parse_ok").to_pylist(),
-    ):
-        scores.setdefault((prompt_id, candidate_id), [])
-        if ok and score is not None:
-            scores[(prompt_id, candidate_id)].append(float(score))
+    prompt_of = dict(zip(judgments.column("candidate_id").to_pylist(), judgments.column("prompt_id").to_pylist()))
     means: dict[str, list[float]] = defaultdict(list)
-    for (prompt_id, _), values in scores.items():
+    for candidate_id, values in parsed_scores(judgments).items():
         if len(values) >= max(1, required_parsed):
-            means[prompt_id].append(sum(values) / len(values))
+            means[prompt_of[candidate_id]].append(sum(values) / len(values))
     contested = [m for m in means.values() if len(m) >= 2]
     tied = sum(1 for m in contested if max(m) - min(m) <= _EPS)
     return (tied / len(contested) if contested else None), tied, len(contested)

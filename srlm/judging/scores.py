@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MIN_SCORE = 0
 MAX_SCORE = 5
@@ -40,3 +44,20 @@ def score_histogram(scores: Iterable[float | None]) -> dict[str, int]:
             continue
         counts[score_bin(score)] += 1
     return counts
+
+
+def parsed_scores(judgments: pa.Table) -> dict[str, list[float]]:
+    """Each judged candidate's parsed scores, in judgment order, from a judgments table: an unparsed judgment adds
+    nothing, so a candidate none of whose judgments parsed maps to []. Pair selection and the judge-health tie rate
+    read candidates' scores (and the means and counts over them) from here."""
+    scores: dict[str, list[float]] = {}
+    for candidate_id, score, ok in zip(
+        judgments.column("candidate_id").to_pylist(),
+        judgments.column("score").to_pylist(),
+        judgments.column("parse_ok").to_pylist(),
+    ):
+        values = scores.setdefault(candidate_id, [])
+        if ok and score is not None:
+            values.append(float(score))
+    return scores
+

@@ -23,7 +23,7 @@ from srlm.config import PairsConfig
 from srlm.errors import DataError
 from srlm.formatting import format_number, format_rate
 from srlm.judging.meta import length_controlled_chosen
-from srlm.judging.scores import score_histogram
+from srlm.judging.scores import parsed_scores, score_histogram
 from srlm.steps.context import StepCall, StepContext, StepResult
 from srlm.steps.registry import step
 from srlm.steps.reuse import fingerprint, reuse_committed
@@ -103,17 +103,11 @@ def competing_candidates(
 
 def scored_candidates(candidates: pa.Table, judgments: pa.Table, where: str) -> dict[str, list[ScoredCandidate]]:
     """Per prompt, the candidates that have at least one parsed judgment, with their mean parsed score."""
-    scores: dict[str, list[float]] = defaultdict(list)
+    scores = parsed_scores(judgments)
     known = set(candidates.column("candidate_id").to_pylist())
-    for cid, score, ok in zip(
-        judgments.column("candidate_id").to_pylist(),
-        judgments.column("score").to_pylist(),
-        judgments.column("parse_ok").to_pylist(),
-    ):
+    for cid in scores:
         if cid not in known:
             raise DataError(f"{where}: judgment for candidate_id {cid!r}, which is not in the candidates table")
-        if ok and score is not None:
-            scores[cid].append(float(score))
     by_prompt: dict[str, list[ScoredCandidate]] = defaultdict(list)
     for row in candidates.to_pylist():
         by_prompt.setdefault(row["prompt_id"], [])
