@@ -47,8 +47,6 @@ def train_iteration_model(
         inputs["judgment_pairs"] = fingerprint(judgment_pairs_uri)
         rows["judgment_pairs"] = int(artifacts.read_manifest(judgment_pairs_uri).total_rows or 0)
         rows["training_pairs"] = pairs + rows["judgment_pairs"]
-        if pairs:  # with no actor pairs the error below says why; the union would only hide it
-            train_uri = union_pairs(ctx, iteration, pairs_uri, judgment_pairs_uri, force=force)
     producer = ctx.producer(STEP, iteration, inputs=inputs)
     record = current_checkpoint(ctx, STEP, target, producer, force=force)
     if record is not None:
@@ -60,6 +58,8 @@ def train_iteration_model(
             "rate, tie rate); more prompts (prompts.num_prompts), a better-trained M0 or judge.num_samples help. "
             f"After a change, rerun with `srlm iterate -t {iteration} --from-step <step>`."
         )
+    if ctx.config.run.method == "meta_rewarding":  # the union is committed when M_t is trained, not on reuse
+        train_uri = union_pairs(ctx, iteration, pairs_uri, judgment_pairs_uri, force=force)
     retrain = force or get_checkpoint(ctx.layout, target) is not None
     record, seconds = train(
         ctx,
