@@ -40,6 +40,22 @@ def test_shortcuts_and_set_become_config_overrides(tmp_path):
     assert ctx.layout == RunLayout(str(tmp_path / "s"), "from-file")
 
 
+@pytest.mark.parametrize("command", ["run", "judge"])
+def test_set_of_a_key_with_a_shortcut_applies_when_the_shortcut_is_not_given(command, tmp_path):
+    """`--set run.name=…` (store.uri, backend.backend) used to be dropped whenever --run (--store, --backend) was
+    not given: the absent shortcut overwrote it with None. A shortcut that is given still wins."""
+    from srlm.cli.steps import _context
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"run": {"name": "from-file"}}))
+    sets = ["--set", "run.name=from-set", "--set", f"store.uri={tmp_path / 'set-store'}", "--set", "backend.backend=vllm"]
+    ctx = _context(build_parser().parse_args([command, "--config", str(config), *sets]))
+    assert (ctx.config.run.name, ctx.config.backend.backend) == ("from-set", "vllm")
+    assert ctx.layout == RunLayout(str(tmp_path / "set-store"), "from-set")
+    ctx = _context(build_parser().parse_args([command, "--config", str(config), *sets, "--run", "from-flag"]))
+    assert ctx.config.run.name == "from-flag"
+
+
 def test_pairs_command_reads_and_writes_layout_paths(tmp_path, capsys):
     store = str(tmp_path / "store")
     layout = RunLayout(store, "cli")

@@ -107,11 +107,14 @@ def _context(args: argparse.Namespace, **shortcuts: Any):
     from srlm.steps.context import StepContext
 
     overrides = parse_set_options(args.overrides)
-    overrides.update(
-        {"store.uri": args.store, "run.name": args.run_name, "backend.backend": getattr(args, "backend", None)}
-    )
-    overrides.update(shortcuts)
-    config = load_config(args.config, {k: v for k, v in overrides.items() if v is not None})
+    # A shortcut given (--store, --run, --backend, a step's own flags) wins over --set; one not given leaves the
+    # --set value (and the file's) alone.
+    shortcuts = {
+        "store.uri": args.store, "run.name": args.run_name, "backend.backend": getattr(args, "backend", None),
+        **shortcuts,
+    }
+    overrides.update({key: value for key, value in shortcuts.items() if value is not None})
+    config = load_config(args.config, overrides)
     return StepContext.from_config(config, progress=False if args.no_progress else None)
 
 
