@@ -284,15 +284,18 @@ def test_the_parent_watch_has_stopped_when_the_entry_point_returns(tmp_store, tm
 
 
 def test_an_orphaned_step_is_interrupted_and_the_watch_ends_with_it():
-    watch = None
+    # Watch our real parent first, then make it "exit": had the watch been built already orphaned, its interrupt
+    # could land before `watch` was assigned, nothing would stop it, and after grace_s it would os._exit the test
+    # run (CI's silent pytest death at 61%).
+    watch = task.ParentWatch(poll_s=0.05, grace_s=30)
+    assert watch._thread is not None, "no watch thread: this test needs a parent other than PID 1"
     try:
         with pytest.raises(KeyboardInterrupt):
-            watch = task.ParentWatch(poll_s=0.05, grace_s=30, parent=2**22 + 1)  # not our parent: as if it had exited
+            watch._parent = 2**22 + 1  # not our parent: as if it had exited
             while True:  # the step's work, until the watcher interrupts it
                 time.sleep(0.01)
     finally:
-        if watch is not None:
-            watch.stop()
+        watch.stop()
     assert watch.orphaned.is_set()
     assert watch._thread is not None and not watch._thread.is_alive()
 
