@@ -19,6 +19,7 @@ from srlm.evaluation.reward_model import (
     score_groups,
 )
 from srlm.generation.base import Completion, GenerationBackend
+from srlm.judging.rubric import RubricSampling
 from srlm.judging.template import load_template
 from srlm.store.schemas import schema
 
@@ -70,7 +71,7 @@ def _groups() -> list[RankedGroup]:
 
 def test_metrics_match_hand_computed_values():
     backend = ScoreEchoBackend()
-    groups = score_groups(_groups(), backend, template=load_template(), num_samples=3)
+    groups = score_groups(_groups(), backend, RubricSampling(load_template(), num_samples=3))
     assert backend.sampling.n == 3 and len(backend.requests) == 12
     assert "question g1" in backend.requests[0][0]["content"]
     m = reward_model_metrics(groups)
@@ -92,7 +93,7 @@ def test_metrics_match_hand_computed_values():
 
 
 def test_metrics_with_one_parsed_judgment_enough():
-    m = reward_model_metrics(score_groups(_groups(), ScoreEchoBackend(), template=load_template()), min_parsed_samples=1)
+    m = reward_model_metrics(score_groups(_groups(), ScoreEchoBackend(), RubricSampling(load_template())), min_parsed_samples=1)
     # g2-0 now scores 4 (the mean of its two parsed judgments) and ties g2-1: a 7th pair, not agreement.
     assert m.n_pairs == 7
     assert m.pairwise_accuracy == pytest.approx(4 / 7)
@@ -110,14 +111,14 @@ def test_responses_too_long_for_the_judge_are_left_out_and_counted():
     long_answer = "scores:1,1,1 " + "padding " * 400
     groups[0].responses.append(RankedResponse("g1-long", long_answer, 3))
     backend = ScoreEchoBackend(max_prompt_chars=2500)
-    score_groups(groups, backend, template=load_template(), num_samples=3)
+    score_groups(groups, backend, RubricSampling(load_template(), num_samples=3))
     assert len(backend.requests) == 12 and not any("padding" in r[0]["content"] for r in backend.requests)
     long = groups[0].responses[-1]
     assert long.too_long and long.scores == []
     m = reward_model_metrics(groups)
     assert m.n_responses_too_long == 1
     # Everything else is as if the long response were not there; it does not count as a parse failure.
-    reference = reward_model_metrics(score_groups(_groups(), ScoreEchoBackend(), template=load_template()))
+    reference = reward_model_metrics(score_groups(_groups(), ScoreEchoBackend(), RubricSampling(load_template())))
     assert (m.n_pairs, m.pairwise_accuracy, m.response_parse_rate) == (
         reference.n_pairs, reference.pairwise_accuracy, reference.response_parse_rate
     )

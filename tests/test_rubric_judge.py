@@ -13,6 +13,7 @@ from srlm.evaluation.head2head import System, compare
 from srlm.evaluation.judges import RubricJudge
 from srlm.evaluation.pairwise import PairToJudge
 from srlm.generation.base import Completion, GenerationBackend
+from srlm.judging.rubric import RubricSampling
 from srlm.judging.template import load_template
 
 
@@ -46,8 +47,9 @@ class ScoringBackend(GenerationBackend):
 
 def judge_with(judgments, *, too_long=frozenset(), num_samples=3, required_parsed=3) -> RubricJudge:
     return RubricJudge(
-        ScoringBackend(judgments, too_long), identity="local:m", template=load_template(),
-        template_name="additive_5pt", num_samples=num_samples, required_parsed=required_parsed,
+        ScoringBackend(judgments, too_long), identity="local:m",
+        sampling=RubricSampling(load_template(), num_samples=num_samples), template_name="additive_5pt",
+        required_parsed=required_parsed,
     )
 
 

@@ -45,9 +45,8 @@ import pyarrow as pa
 
 from srlm.errors import DataError
 from srlm.evaluation.reward_model import RankedGroup, groups_from_table, judge_instruction
-from srlm.judging.parse import parse_score
+from srlm.judging.rubric import RubricSampling, judge_prompts
 from srlm.judging.scores import score_bin, score_histogram
-from srlm.judging.template import render_judge_prompt
 from srlm.store.schemas import schema
 from srlm.store.uri import join_uri
 
@@ -82,6 +81,13 @@ class BuildEftSettings:
     top_p: float = 0.9
     max_new_tokens: int = 256
     injection_guard: bool = False  # judge.injection_guard: the judge step's rendering of the response
+
+    def rubric(self, template: str) -> RubricSampling:
+        """How each response is judged: `template`'s text (the settings' template, loaded) and these samples."""
+        return RubricSampling(
+            template, num_samples=self.samples, temperature=self.temperature, top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens, injection_guard=self.injection_guard,
+        )
 
     def check(self) -> None:
         if self.samples < 1:
@@ -162,19 +168,12 @@ def is_eval_group(group_id: str, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def judge_requests(
-    groups: Sequence[RankedGroup], template: str, *, injection_guard: bool = False
-) -> list[list[JudgedResponse]]:
+def judge_requests(groups: Sequence[RankedGroup], sampling: RubricSampling) -> list[list[JudgedResponse]]:
     """Every response of every group with its rendered judge prompt (the judge step's and reward-model's prompt)."""
     return [
         [
             JudgedResponse(
-                r.response_id,
-                r.response,
-                r.human_rank,
-                render_judge_prompt(
-                    template, judge_instruction(g.prompt_messages), r.response, injection_guard=injection_guard
-                ),
+                r.response_id, r.response, r.human_rank, sampling.prompt(judge_instruction(g.prompt_messages), r.response)
             )
             for r in g.responses
         ]
@@ -182,28 +181,16 @@ def judge_requests(
     ]
 
 
-def judge(groups: Sequence[list[JudgedResponse]], backend, settings: BuildEftSettings) -> None:
+def judge(groups: Sequence[list[JudgedResponse]], backend, sampling: RubricSampling) -> None:
     """Fill every response's `judgments` with K samples from `backend` (in place); responses whose judge prompt
     does not fit the backend's context are marked too_long and not judged."""
-    from srlm.generation.base import Sampling, generate_fitting
-
     responses = [r for group in groups for r in group]
-    requests = [[{"role": "user", "content": r.prompt}] for r in responses]
-    sampling = Sampling(
-        n=settings.samples,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_new_tokens=settings.max_new_tokens,
-    )
-    for response, completion in zip(responses, generate_fitting(backend, requests, sampling), strict=True):
-        response.too_long = completion is None
-        if completion is None:
-            continue
-        response.judgments = []
-        for text, finish in zip(completion.texts, completion.finish_reasons, strict=True):
-            truncated = finish == "length"
-            score = None if truncated else parse_score(text).score
-            response.judgments.append(Judgment(text.strip(), score, truncated))
+    for response, judgments in zip(responses, judge_prompts(backend, [r.prompt for r in responses], sampling), strict=True):
+        response.too_long = judgments is None
+        # A judgment cut off at max_new_tokens is not used (see the module docstring), so it carries no score.
+        response.judgments = [
+            Judgment(j.text.strip(), None if j.truncated else j.score, j.truncated) for j in judgments or []
+        ]
 
 
 def agreeing_choice(responses: Sequence[JudgedResponse], rng: random.Random) -> tuple[list[int] | None, str | None]:
@@ -277,8 +264,9 @@ def build_from_groups(
     summary.eval_groups, summary.train_groups = len(held_out), len(train)
     summary.eval_responses = sum(len(g.responses) for g in held_out)
 
-    judged = judge_requests(train, template, injection_guard=settings.injection_guard)
-    judge(judged, backend, settings)
+    sampling = settings.rubric(template)
+    judged = judge_requests(train, sampling)
+    judge(judged, backend, sampling)
     all_judgments = [j for group in judged for r in group for j in r.judgments]
     summary.judgments = len(all_judgments)
     summary.judgments_parsed = sum(j.score is not None for j in all_judgments)

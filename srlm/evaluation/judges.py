@@ -36,6 +36,7 @@ from srlm.errors import BackendError, ConfigError
 from srlm.evaluation.judgment_cache import JudgmentCache, judgment_key
 from srlm.evaluation.pairwise import PairToJudge, PairVerdict, pair_verdicts
 from srlm.evaluation.rate_limit import RateLimiter
+from srlm.judging.rubric import RubricSampling, mean_score, score_responses
 
 log = logging.getLogger(__name__)
 
@@ -528,15 +529,16 @@ class BackendJudge(PairwiseJudge):
 RUBRIC = "rubric"  # the head-to-head template name that selects the RubricJudge
 
 
-class RubricJudge(PairwiseJudge):
+class RubricJudge(BackendJudge):
     """A pairwise comparison by the judge the loop trains: each of the two responses is scored `num_samples` times
-    with the judge step's additive template (judge.template, sampling and parser), and the response with the higher
-    mean of its parsed scores wins. Equal means, or a response with fewer than `required_parsed` parsed scores (or
-    whose judge prompt does not fit the context), make a tie, as an unparsed pairwise verdict does.
+    with the judge step's additive rubric (srlm.judging.rubric: its template, sampling and parser), and the response
+    with the higher mean of its parsed scores wins. Equal means, or a response with fewer than `required_parsed`
+    parsed scores (or whose judge prompt does not fit the context), make a tie, as an unparsed pairwise verdict does.
 
     This is how a self-rewarding model's own judgment compares two responses (its EFT data teach the 5-point rubric,
     not a "Winner:" line). Scoring sees one response at a time, so it has no position bias to cancel: both "orders"
-    of a verdict are the same comparison, and position consistency does not apply."""
+    of a verdict are the same comparison, and position consistency does not apply. The plain judge API (`complete`)
+    is BackendJudge's, with the rubric's sampling; sampled judgments are not cached."""
 
     scores_pointwise = True
 
@@ -545,60 +547,33 @@ class RubricJudge(PairwiseJudge):
         backend,
         *,
         identity: str,
-        template: str,
+        sampling: RubricSampling,
         template_name: str,
-        num_samples: int = 3,
         required_parsed: int = 3,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        max_new_tokens: int = 256,
-        injection_guard: bool = False,
         owns_backend: bool = False,
     ) -> None:
-        if not 1 <= required_parsed <= num_samples:
-            raise ConfigError(f"judge.min_parsed_samples: {required_parsed} must be within 1..num_samples ({num_samples})")
-        self.backend = backend
-        self.name = f"{identity} ({RUBRIC}: {template_name}, {num_samples} samples)"
-        self.rubric_template = template
-        self.num_samples = num_samples
+        if not 1 <= required_parsed <= sampling.num_samples:
+            raise ConfigError(
+                f"judge.min_parsed_samples: {required_parsed} must be within 1..num_samples ({sampling.num_samples})"
+            )
+        super().__init__(
+            backend, identity=f"{identity} ({RUBRIC}: {template_name}, {sampling.num_samples} samples)",
+            max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+            owns_backend=owns_backend,
+        )
+        self.sampling = sampling
         self.required_parsed = required_parsed
-        self.temperature = temperature
-        self.top_p = top_p
-        self.max_new_tokens = max_new_tokens
-        self.injection_guard = injection_guard
-        self._owns_backend = owns_backend
-
-    def complete(self, prompts: Sequence[str]) -> list[str]:
-        """One judgment per judge prompt (the first sample), for callers of the plain judge API."""
-        from srlm.generation.base import Sampling
-
-        sampling = Sampling(n=1, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens)
-        completions = self.backend.generate([[{"role": "user", "content": p}] for p in prompts], sampling)
-        return [c.texts[0] if c.texts else "" for c in completions]
 
     def score(self, instruction_response: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         """Per (instruction, response): its judgments, parsed scores (None: unparsed), and the mean of the parsed
         ones when at least `required_parsed` parsed (else None); a prompt too long for the context is not judged."""
-        from srlm.generation.base import Sampling, generate_fitting
-        from srlm.judging.parse import parse_score
-        from srlm.judging.template import render_judge_prompt
-
-        requests = [
-            [{"role": "user", "content": render_judge_prompt(
-                self.rubric_template, instruction, response, injection_guard=self.injection_guard
-            )}]
-            for instruction, response in instruction_response
-        ]
-        sampling = Sampling(
-            n=self.num_samples, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens
-        )
         out = []
-        for completion in generate_fitting(self.backend, requests, sampling, progress=False) if requests else []:
-            texts = list(completion.texts) if completion is not None else []
-            scores = [parse_score(text).score for text in texts]
-            parsed = [score for score in scores if score is not None]
-            mean = sum(parsed) / len(parsed) if len(parsed) >= self.required_parsed else None
-            out.append({"judgments": texts, "scores": scores, "mean": mean, "too_long": completion is None})
+        for judged in score_responses(self.backend, instruction_response, self.sampling, progress=False):
+            judgments = judged or []
+            out.append({
+                "judgments": [j.text for j in judgments], "scores": [j.score for j in judgments],
+                "mean": mean_score(judgments, self.required_parsed), "too_long": judged is None,
+            })  # fmt: skip
         return out
 
     def pair_verdicts(self, pairs: Sequence[PairToJudge]) -> list[PairVerdict]:
@@ -616,8 +591,4 @@ class RubricJudge(PairwiseJudge):
                 preference, winner, winner, "", "", rubric={"output_1": first, "output_2": second}
             ))
         return verdicts
-
-    def close(self) -> None:
-        if self._owns_backend:
-            self.backend.close()
 

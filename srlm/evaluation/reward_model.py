@@ -40,9 +40,9 @@ import numpy as np
 
 from srlm.errors import DataError
 from srlm.formatting import format_number, format_percent
-from srlm.judging.parse import MAX_SCORE, parse_score
+from srlm.judging.parse import MAX_SCORE
+from srlm.judging.rubric import RubricSampling, score_responses
 from srlm.judging.scores import score_histogram
-from srlm.judging.template import render_judge_prompt
 
 # The definitions above, versioned: part of a recorded result's producer settings, so results committed under an
 # earlier definition (2: strict pairwise accuracy, scores need min_parsed_samples, a perfect 5 is all K samples)
@@ -181,35 +181,15 @@ def judge_instruction(messages: Sequence[dict[str, str]]) -> str:
     return f"[Conversation so far]\n{history}\n[End of conversation]\n\n{messages[-1]['content']}"
 
 
-def score_groups(
-    groups: Sequence[RankedGroup],
-    backend,
-    *,
-    template: str,
-    num_samples: int = 3,
-    temperature: float = 0.7,
-    top_p: float = 0.9,
-    max_new_tokens: int = 256,
-    injection_guard: bool = False,
-) -> list[RankedGroup]:
+def score_groups(groups: Sequence[RankedGroup], backend, sampling: RubricSampling) -> list[RankedGroup]:
     """Fill every response's `scores` with K judge samples from `backend` (in place; returns `groups`). Responses
     whose judge prompt does not fit the backend's context are marked `too_long` and not judged."""
-    from srlm.generation.base import Sampling, generate_fitting
-
-    if num_samples < 1:
-        raise DataError(f"judge.num_samples: must be at least 1, got {num_samples}")
     responses = [(g, r) for g in groups for r in g.responses]
-    requests = [
-        [{"role": "user", "content": render_judge_prompt(
-            template, judge_instruction(g.prompt_messages), r.response, injection_guard=injection_guard
-        )}]
-        for g, r in responses
-    ]
-    sampling = Sampling(n=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    for (_, response), completion in zip(responses, generate_fitting(backend, requests, sampling), strict=True):
-        response.too_long = completion is None
-        if completion is not None:
-            response.scores = [parse_score(text).score for text in completion.texts]
+    judged = score_responses(backend, [(judge_instruction(g.prompt_messages), r.response) for g, r in responses], sampling)
+    for (_, response), judgments in zip(responses, judged, strict=True):
+        response.too_long = judgments is None
+        if judgments is not None:
+            response.scores = [j.score for j in judgments]
     return list(groups)
 
 

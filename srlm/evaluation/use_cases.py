@@ -77,7 +77,7 @@ def evaluate_reward_model(
 ) -> RewardModelEvaluation:
     """Score every response of every human-ranked group with `model` as judge and compare with the human ranks."""
     from srlm.evaluation.reward_model import METRICS_VERSION, groups_from_table, reward_model_metrics, score_groups
-    from srlm.judging.template import load_template
+    from srlm.judging.rubric import RubricSampling
     from srlm.steps.reuse import fingerprint
     from srlm.store import artifacts
 
@@ -107,11 +107,7 @@ def evaluate_reward_model(
     if not groups:
         raise DataError(f"{data}: no human-ranked groups to evaluate" + ("" if all_turns else " (first turns; try --all-turns)"))
     with open_model_backend(ctx, model_ref) as backend:
-        score_groups(
-            groups, backend, template=load_template(judge.template), num_samples=samples,
-            temperature=judge.temperature, top_p=judge.top_p, max_new_tokens=judge.max_new_tokens,
-            injection_guard=judge.injection_guard,
-        )
+        score_groups(groups, backend, RubricSampling.of_judge(judge, num_samples=samples))
     metrics = evaluation.metrics = reward_model_metrics(groups, min_parsed_samples=judge.min_parsed_samples)
     if target is not None:
         record = EvalRecord(
@@ -455,7 +451,7 @@ def make_judge(ctx: StepContext, judge: JudgeChoice, *, kept_backend: Any, a_spe
         local_model_identity,
     )
     from srlm.evaluation.judgment_cache import JudgmentCache, default_cache_uri
-    from srlm.judging.template import load_template
+    from srlm.judging.rubric import RubricSampling
 
     cache_uri = judge.cache or default_cache_uri()
     cache = None if cache_uri.lower() == "none" else JudgmentCache(cache_uri)
@@ -477,10 +473,8 @@ def make_judge(ctx: StepContext, judge: JudgeChoice, *, kept_backend: Any, a_spe
     if rubric:
         cfg = ctx.config.judge
         return RubricJudge(
-            backend, identity=identity, template=load_template(cfg.template), template_name=cfg.template,
-            num_samples=cfg.num_samples, required_parsed=cfg.required_parsed_samples, temperature=cfg.temperature,
-            top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, injection_guard=cfg.injection_guard,
-            owns_backend=True,
+            backend, identity=identity, sampling=RubricSampling.of_judge(cfg), template_name=cfg.template,
+            required_parsed=cfg.required_parsed_samples, owns_backend=True,
         )
     return BackendJudge(
         backend, identity=identity,
