@@ -59,8 +59,8 @@ def test_judgments_are_parsed_marked_cut_off_and_set_aside_when_too_long():
 
 def test_mean_score_needs_the_required_parsed_judgments():
     judged = score_responses(RecordingBackend(), [("Q", "fine")], RubricSampling(load_template()))[0]
-    assert mean_score(judged, 2) == pytest.approx(3.0)
-    assert mean_score(judged, 3) is None
+    assert mean_score([j.score for j in judged], 2) == pytest.approx(3.0)
+    assert mean_score([j.score for j in judged], 3) is None
     with pytest.raises(ConfigError, match="judge.num_samples"):
         RubricSampling(load_template(), num_samples=0)
 

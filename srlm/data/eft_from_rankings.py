@@ -45,7 +45,7 @@ import pyarrow as pa
 
 from srlm.errors import DataError
 from srlm.evaluation.reward_model import RankedGroup, groups_from_table, judge_instruction
-from srlm.judging.rubric import RubricSampling, judge_prompts
+from srlm.judging.rubric import RubricSampling, judge_messages, judge_prompts
 from srlm.judging.scores import score_bin, score_histogram
 from srlm.store.schemas import schema
 from srlm.store.uri import join_uri
@@ -289,7 +289,7 @@ def build_from_groups(
                 {
                     "example_id": f"{group.group_id}/{response.response_id}",
                     "kind": "eft",
-                    "prompt_messages": [{"role": "user", "content": response.prompt}],
+                    "prompt_messages": judge_messages(response.prompt),
                     "completion": judgment.text,
                     "source": SOURCE,
                     "score": float(judgment.score),

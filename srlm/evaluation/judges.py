@@ -572,7 +572,7 @@ class RubricJudge(BackendJudge):
             judgments = judged or []
             out.append({
                 "judgments": [j.text for j in judgments], "scores": [j.score for j in judgments],
-                "mean": mean_score(judgments, self.required_parsed), "too_long": judged is None,
+                "mean": mean_score([j.score for j in judgments], self.required_parsed), "too_long": judged is None,
             })  # fmt: skip
         return out
 

@@ -41,7 +41,7 @@ import numpy as np
 from srlm.errors import DataError
 from srlm.formatting import format_number, format_percent
 from srlm.judging.parse import MAX_SCORE
-from srlm.judging.rubric import RubricSampling, score_responses
+from srlm.judging.rubric import RubricSampling, mean_score, score_responses
 from srlm.judging.scores import score_histogram
 
 # The definitions above, versioned: part of a recorded result's producer settings, so results committed under an
@@ -61,9 +61,8 @@ class RankedResponse:
     def score(self, min_parsed_samples: int | None = None) -> float | None:
         """Mean of the parsed judge samples, or None when fewer than `min_parsed_samples` of them parsed (None:
         all; more than were sampled: all)."""
-        parsed = [s for s in self.scores if s is not None]
         required = len(self.scores) if min_parsed_samples is None else min(min_parsed_samples, len(self.scores))
-        return float(np.mean(parsed)) if parsed and len(parsed) >= required else None
+        return mean_score(self.scores, required)
 
     @property
     def perfect_five(self) -> bool:

@@ -61,6 +61,12 @@ class RubricSampling:
         return render_judge_prompt(self.template, instruction, response, injection_guard=self.injection_guard)
 
 
+def judge_messages(prompt: str) -> list[dict[str, str]]:
+    """The judge sees the filled rubric as one user turn: in the judge step, wherever else a response is judged,
+    and in the EFT examples that teach it (their prompt_messages)."""
+    return [{"role": "user", "content": prompt}]
+
+
 def judge_prompts(
     backend: Any, prompts: Sequence[str], sampling: RubricSampling, *, progress: bool = True
 ) -> list[list[RubricJudgment] | None]:
@@ -70,7 +76,7 @@ def judge_prompts(
 
     if not prompts:
         return []
-    requests = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    requests = [judge_messages(prompt) for prompt in prompts]
     decoding = Sampling(
         n=sampling.num_samples, temperature=sampling.temperature, top_p=sampling.top_p,
         max_new_tokens=sampling.max_new_tokens,
@@ -91,7 +97,7 @@ def score_responses(
     return judge_prompts(backend, [sampling.prompt(i, r) for i, r in instruction_response], sampling, progress=progress)
 
 
-def mean_score(judgments: Sequence[RubricJudgment], required_parsed: int) -> float | None:
-    """The mean of the parsed scores when at least `required_parsed` of the judgments parsed, else None."""
-    parsed = [j.score for j in judgments if j.score is not None]
+def mean_score(scores: Sequence[float | None], required_parsed: int) -> float | None:
+    """The mean of the parsed scores (None: unparsed) when at least `required_parsed` of them parsed, else None."""
+    parsed = [score for score in scores if score is not None]
     return sum(parsed) / len(parsed) if parsed and len(parsed) >= required_parsed else None

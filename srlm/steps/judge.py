@@ -21,6 +21,7 @@ from srlm.errors import DataError
 from srlm.formatting import format_rate
 from srlm.generation.base import Sampling
 from srlm.judging.parse import parse_score
+from srlm.judging.rubric import judge_messages
 from srlm.judging.scores import score_histogram
 from srlm.judging.template import load_template, render_judge_prompt
 from srlm.steps.backends import BackendPool, call_backends
@@ -50,7 +51,7 @@ def judge_request(
     template: str, prompt: str, response: str, *, injection_guard: bool = False
 ) -> list[dict[str, str]]:
     """The judge sees the filled rubric as one user turn, exactly as the EFT seed examples present it."""
-    return [{"role": "user", "content": render_judge_prompt(template, prompt, response, injection_guard=injection_guard)}]
+    return judge_messages(render_judge_prompt(template, prompt, response, injection_guard=injection_guard))
 
 
 def judge_candidates(
