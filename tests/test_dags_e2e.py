@@ -151,3 +151,38 @@ def test_seed_iteration_and_evaluation_dags_end_to_end(
     assert again["results"]["reward_model"] == layout.eval_result("M1", "reward_model", "v1")
     for checkpoint, sha in results.items():
         assert artifacts.read_manifest(layout.eval_result(checkpoint, "reward_model", "v1")).sha256 == sha
+
+
+def test_meta_rewarding_iteration_through_the_dag(ray_head, run_dag, tmp_path, monkeypatch):
+    """`run.method: meta_rewarding` through srlm_iteration: the meta_judge task's Ray job meta-judges the judgments
+    (the stand-in gives the verdicts the random-weight model cannot write), and M1 is trained on the actor pairs plus
+    the judgment pairs."""
+    from srlm.steps.meta_judge import meta_judgments_uri
+    from srlm.steps.registry import step
+    from srlm.store import RunLayout, artifacts
+    from srlm.store.uri import join_uri
+    from srlm.training.registry import get_checkpoint
+    from tests.fixtures.live_airflow import prepare_tiny_run, stand_in_env
+
+    # The random-weight model never ends a response within 8 tokens: its meta-judgments would all be cut off.
+    store, config = prepare_tiny_run(tmp_path, run={"method": "meta_rewarding"}, meta_rewarding={"max_new_tokens": 8})
+    job_env = stand_in_env(tmp_path)
+    monkeypatch.setenv("SRLM_CACHE_DIR", job_env["SRLM_CACHE_DIR"])
+    conf = {"config_path": str(config), "store_uri": store, "run_name": RUN, "iteration": 1}
+    env = {"RAY_JOBS_ADDRESS": ray_head.address, "SRLM_CACHE_DIR": job_env["SRLM_CACHE_DIR"]}
+    layout = RunLayout(store, RUN)
+
+    result, output = run_dag("srlm_iteration", conf, env=env, job_env=job_env)
+    assert result["state"] == "success", result["tasks"]
+    assert all(task["state"] == "success" for task in result["tasks"].values()), result["tasks"]
+
+    meta_out = step("meta_judge").output_uri(layout, 1)
+    assert result["xcoms"]["meta_judge"] == meta_out
+    meta_judgments = artifacts.read_table(meta_judgments_uri(meta_out), "meta_judgments")
+    assert meta_judgments.num_rows > 0 and all(meta_judgments.column("parse_ok").to_pylist())
+    judgment_pairs = artifacts.read_table(meta_out, "judgment_pairs")
+    actor_pairs = artifacts.read_table(layout.pairs(1), "pairs")
+    trained = artifacts.read_table(join_uri(layout.iteration(1), "dpo_pairs"), "pairs")
+    assert judgment_pairs.num_rows > 0 and trained.num_rows == actor_pairs.num_rows + judgment_pairs.num_rows
+    m1 = get_checkpoint(layout, "M1")
+    assert (m1.training, m1.iteration, m1.parent_id) == ("dpo", 1, "M0") and result["xcoms"]["dpo"] == m1.uri

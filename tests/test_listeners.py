@@ -7,23 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
+from tests.fixtures.live_airflow import api_server_healthy, wait_for
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-READY_TIMEOUT = 240.0
 
 
 @dataclass(frozen=True)
@@ -85,14 +82,6 @@ def stop_processes(processes: list[psutil.Process], grace_seconds: float = 15.0)
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(left, timeout=5)
-
-
-def wait_for(predicate, what: str, timeout: float = READY_TIMEOUT, on_timeout=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout:.0f}s: {on_timeout()}")
-        time.sleep(1.0)
 
 
 def test_embedded_ray_head_and_its_jobs_listen_on_loopback_only(ray_head):
@@ -171,17 +160,6 @@ def test_in_process_ray_head_listens_on_loopback_only(tmp_path):
         stop_processes(seen or process_tree(driver.pid))
 
 
-def _api_server_healthy(port: int) -> bool:
-    """The API server answers and reports scheduler, triggerer and DAG processor alive (all components up)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as response:
-            health = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-    components = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-    return all((health.get(name) or {}).get("status") == "healthy" for name in components)
-
-
 def test_make_up_listens_on_loopback_only(tmp_path):
     """scripts/airflow_up.sh (what `make up` runs after setup), with its own ports and directories: the Ray head
     and every Airflow component listen on loopback only."""
@@ -208,7 +186,7 @@ def test_make_up_listens_on_loopback_only(tmp_path):
     seen: list[psutil.Process] = []
     try:
         wait_for(
-            lambda: _api_server_healthy(api_port) or script.poll() is not None,
+            lambda: api_server_healthy(api_port) or script.poll() is not None,
             "make up did not come up",
             on_timeout=lambda: log_path.read_text()[-3000:],
         )
