@@ -172,7 +172,7 @@ def test_meta_rewarding_iteration_through_the_dag(ray_head, run_dag, tmp_path, m
     env = {"RAY_JOBS_ADDRESS": ray_head.address, "SRLM_CACHE_DIR": job_env["SRLM_CACHE_DIR"]}
     layout = RunLayout(store, RUN)
 
-    result, output = run_dag("srlm_iteration", conf, env=env, job_env=job_env)
+    result, _ = run_dag("srlm_iteration", conf, env=env, job_env=job_env)
     assert result["state"] == "success", result["tasks"]
     assert all(task["state"] == "success" for task in result["tasks"].values()), result["tasks"]
 

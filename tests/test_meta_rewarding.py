@@ -29,7 +29,6 @@ from srlm.judging.meta import (
     render_meta_prompt,
     response_to_meta_judge,
 )
-from srlm.judging.parse import parse_score
 from srlm.steps.context import StepContext
 from srlm.steps.iterate import iterate
 from srlm.steps.meta_judge import meta_judgments_uri
@@ -38,6 +37,7 @@ from srlm.store import artifacts
 from srlm.store.uri import join_uri
 from srlm.training.registry import get_checkpoint, register_checkpoint
 from tests import test_iteration
+from tests.fixtures.orchestration_shims.sitecustomize import META_MARK, is_meta, lower_score_wins
 from tests.test_iteration import (
     QualityShim,
     ScriptedBackend,
@@ -47,19 +47,7 @@ from tests.test_iteration import (
     register_m0,
 )
 
-META_MARK = "along with two judgments"
 fake_training = test_iteration.fake_training  # the stand-in training launcher (a fixture)
-
-
-def is_meta(request) -> bool:
-    return isinstance(request, list) and META_MARK in request[0]["content"]
-
-
-def shown_judgments(request) -> tuple[str, str]:
-    content = request[0]["content"]
-    a = re.search(r"\nJudgment A: (.*?)\n\nJudgment B: ", content, re.S).group(1)
-    b = re.search(r"\nJudgment B: (.*?)\n\nAfter examining", content, re.S).group(1)
-    return a, b
 
 
 # ─────────────────────────────────────────────────────────────────────────────────────────── the meta-judge's verdict
@@ -213,12 +201,6 @@ def spread_judgment(request, sample: int) -> str:
     """Judgments of one response that disagree: sample i of a variant-q answer gives min(5, q + 2i)."""
     quality = int(re.search(r"variant (\d)", request[0]["content"]).group(1))
     return f"Judged sample {sample}.\nScore: {min(5, quality + 2 * sample)}"
-
-
-def lower_score_wins(request) -> str:
-    """A meta-judge that prefers the stricter judgment, wherever it is shown."""
-    a, b = (parse_score(j).score for j in shown_judgments(request))
-    return f"The stricter judgment follows the rubric.\nWinner: Judgment {'A' if a <= b else 'B'}"
 
 
 class MetaScripted(ScriptedBackend):

@@ -10,9 +10,9 @@ What it does, on loopback only, every process in its own session and stopped by 
 1. a temporary store with the tiny test model registered as M0 and the e2e seed data, a Ray head whose jobs load
    the e2e test stand-in (tests/fixtures/orchestration_shims: the random-weight model's self-instruct tasks and
    verdicts are substituted), and Airflow's components as `make up` starts them (tests/fixtures/live_airflow.py);
-2. triggers srlm_iteration (iteration 1) through the REST API as the UI's user; when the generate task's Ray job runs (the task is deferred), SIGKILLs
-   the triggerer's process group and starts a new triggerer; when the judge task's job runs, SIGKILLs the
-   scheduler (with the LocalExecutor workers it forked) and starts a new one;
+2. triggers srlm_iteration (iteration 1) through the REST API as the UI's user; when the generate task's Ray job
+   runs (the task is deferred), SIGKILLs the triggerer's process group and starts a new triggerer; when the judge
+   task's job runs, SIGKILLs the scheduler (with the LocalExecutor workers it forked) and starts a new one;
 3. waits for the DAG run, then checks: the run succeeded; candidates and judgments hold each id once and the
    expected counts; at no poll were two Ray jobs of one task instance active; nothing it started is left.
 Exit 0 when every check holds; the summary is printed as JSON.
@@ -56,36 +56,35 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.update(stand_in_env(root))  # the Ray jobs inherit the head's environment
     summary: dict = {"root": str(root)}
-    head = None
-    with ProcessWatch(also=str(root), interval=1.0) as watch, contextlib.ExitStack() as airflow_running:
+    with ProcessWatch(also=str(root), interval=1.0) as watch:
+        head = start_local_head(dashboard_port=free_port(), num_cpus=2, num_gpus=0,
+                                temp_dir=f"/tmp/srlm-drill-{os.getpid()}", cwd=str(REPO))  # fmt: skip
         try:
-            head = start_local_head(dashboard_port=free_port(), num_cpus=2, num_gpus=0,
-                                    temp_dir=f"/tmp/srlm-drill-{os.getpid()}", cwd=str(REPO))  # fmt: skip
             jobs = RayJobs(head.address)
-            airflow = airflow_running.enter_context(LiveAirflow(root, head.address))
-            api = airflow.api()
-            conf = {"config_path": str(config), "store_uri": store, "run_name": RUN, "iteration": 1}
-            api.trigger(DAG, RUN_ID, conf)
+            with LiveAirflow(root, head.address) as airflow:  # stopped before the head: its tasks poll the head
+                api = airflow.api()
+                conf = {"config_path": str(config), "store_uri": store, "run_name": RUN, "iteration": 1}
+                api.trigger(DAG, RUN_ID, conf)
 
-            faults = [("generate", "triggerer"), ("judge", "scheduler")]
-            most_active: dict[str, int] = {}
-            state, deadline, polls = None, time.monotonic() + RUN_TIMEOUT_S, 0
-            while state not in ("success", "failed") and time.monotonic() < deadline:
-                polls += 1
-                for task in ("prompts", "generate", "judge", "pairs", "dpo"):
-                    base = submission_id(DAG, RUN_ID, task)
-                    active = sum(jobs.status(resubmission_id(base, n)) in ACTIVE_STATUSES for n in range(4))
-                    most_active[task] = max(most_active.get(task, 0), active)
-                    if faults and faults[0][0] == task and active:
-                        name = faults.pop(0)[1]
-                        airflow.components[name].kill()
-                        summary.setdefault("faults", []).append(f"SIGKILL {name} while {task}'s job ran")
-                        time.sleep(5)
-                        airflow.components[name].start()
-                if polls % 10 == 0:
-                    with contextlib.suppress(ApiError):  # the API server is up throughout; a hiccup is retried
-                        state = api.dag_run(DAG, RUN_ID)["state"]
-                time.sleep(1)
+                faults = [("generate", "triggerer"), ("judge", "scheduler")]
+                most_active: dict[str, int] = {}
+                state, deadline, polls = None, time.monotonic() + RUN_TIMEOUT_S, 0
+                while state not in ("success", "failed") and time.monotonic() < deadline:
+                    polls += 1
+                    for task in ("prompts", "generate", "judge", "pairs", "dpo"):
+                        base = submission_id(DAG, RUN_ID, task)
+                        active = sum(jobs.status(resubmission_id(base, n)) in ACTIVE_STATUSES for n in range(4))
+                        most_active[task] = max(most_active.get(task, 0), active)
+                        if faults and faults[0][0] == task and active:
+                            name = faults.pop(0)[1]
+                            airflow.components[name].kill()
+                            summary.setdefault("faults", []).append(f"SIGKILL {name} while {task}'s job ran")
+                            time.sleep(5)
+                            airflow.components[name].start()
+                    if polls % 10 == 0:
+                        with contextlib.suppress(ApiError):  # the API server is up throughout; a hiccup is retried
+                            state = api.dag_run(DAG, RUN_ID)["state"]
+                    time.sleep(1)
             summary["state"], summary["most_active_jobs_per_task"] = state, most_active
             candidates = artifacts.read_table(layout.candidates(1), "candidates").column("candidate_id").to_pylist()
             judgments = artifacts.read_table(layout.judgments(1)).num_rows
@@ -94,10 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             summary["generate_jobs"] = [jobs.status(resubmission_id(submission_id(DAG, RUN_ID, "generate"), n))
                                         for n in range(3)]  # fmt: skip
         finally:
-            airflow_running.close()  # Airflow first: its tasks poll the head
-            if head is not None:
-                head.stop()
-                shutil.rmtree(head.temp_dir, ignore_errors=True)
+            head.stop()
+            shutil.rmtree(head.temp_dir, ignore_errors=True)
         summary["left_running"] = watch.stop()
         print(json.dumps(summary, indent=2), flush=True)
     ok = (
