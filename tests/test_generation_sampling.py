@@ -19,7 +19,7 @@ from srlm.config import BackendConfig
 from srlm.generation import Sampling
 from srlm.generation.prompts import load_tokenizer, render_prompt_ids, stop_token_ids
 from srlm.generation.transformers_backend import TransformersBackend, finish_sample, generation_config
-from srlm.generation.vllm_backend import engine_kwargs, sampling_params
+from srlm.generation.vllm_backend import contiguous_shares, engine_kwargs, sampling_params
 
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 SHIPPED_SAMPLING = {
@@ -115,6 +115,15 @@ def test_vllm_engine_ignores_the_checkpoints_generation_config():
     assert (kwargs["model"], kwargs["seed"]) == ("/models/m", 7)
 
 
+@pytest.mark.parametrize(
+    "engine_mode, on_gpu, eager",
+    [("auto", False, True), ("auto", True, False), ("eager", True, True), ("compiled", False, False)],
+)
+def test_vllm_engine_mode_chooses_eager_on_cpu_and_compiled_on_gpu_unless_configured(engine_mode, on_gpu, eager):
+    cfg = BackendConfig(backend="vllm", engine_mode=engine_mode)
+    assert engine_kwargs("/models/m", cfg, "auto", on_gpu=on_gpu)["enforce_eager"] is eager
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_vllm_sampling_params_set_every_token_choosing_field(temperature):
     params = sampling_params(Sampling(n=3, temperature=temperature, top_p=0.9, max_new_tokens=11, stop=("##",)), [2, 5])
@@ -140,3 +149,22 @@ def test_vllm_accepts_the_engine_and_sampling_arguments():
     assert "generation_config" in {field.name for field in dataclasses.fields(EngineArgs)}
     params = SamplingParams(**sampling_params(Sampling(n=2, temperature=0.7, top_p=0.9, max_new_tokens=5), [2]))
     assert (params.top_k, params.min_p, params.repetition_penalty, params.temperature) == (0, 0.0, 1.0, 0.7)
+
+
+@pytest.mark.parametrize("count, replicas", [(10, 3), (2, 4), (0, 2), (8, 1), (9, 9)])
+def test_vllm_replicas_get_runs_of_neighbouring_requests_of_even_size(count, replicas):
+    shares = contiguous_shares(count, replicas)
+    assert len(shares) == replicas
+    # In order, nothing lost or repeated: the answers concatenate back into the requests' order.
+    assert [i for share in shares for i in range(count)[share]] == list(range(count))
+    sizes = [share.stop - share.start for share in shares]
+    assert max(sizes) - min(sizes) <= 1
+    # Empty shares come last (the backend polls the first len(busy) replicas for progress).
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_a_prompts_candidates_go_to_one_replica_when_they_fit_its_share():
+    # 3 prompts × 4 candidates over 3 replicas: each replica gets exactly one prompt's candidates, so each prefix
+    # cache holds that prompt's rubric + instruction for all four (round-robin would split every prompt 3 ways).
+    prompt_of = [p for p in range(3) for _ in range(4)]
+    assert [{prompt_of[i] for i in range(12)[share]} for share in contiguous_shares(12, 3)] == [{0}, {1}, {2}]

@@ -91,6 +91,15 @@ def test_engine_ran_in_a_ray_actor_at_full_priority_with_its_cpus(vllm_run):
     assert engine["torch_threads"] == int(engine["omp_num_threads"]) >= 1
 
 
+def test_a_cpu_engine_runs_eager_with_prefix_caching_by_default(vllm_run):
+    (engine,) = vllm_run["info"]
+    if engine["omp_num_threads"] is None:
+        pytest.skip("a GPU engine: backend.engine_mode auto compiles there")
+    # backend.engine_mode auto: eager on CPU (bench/judge_engine.py: compiling costs more than it saves there);
+    # backend.enable_prefix_caching: on. Read back from the running engine's resolved vLLM config.
+    assert (engine["enforce_eager"], engine["prefix_caching"]) == (True, True)
+
+
 def test_close_removes_the_actor_and_the_ray_head_it_started(vllm_run):
     assert vllm_run["alive_after_close"] == []
     if not vllm_run["ray_was_up"]:

@@ -27,12 +27,14 @@ class VLLMEngineActor:
         self._devnull = open(os.devnull, "w")
 
     def info(self) -> dict[str, Any]:
-        """Where the engine runs: the actor's pid, its child processes, node id, and threading."""
+        """Where the engine runs (the actor's pid, its child processes, node id, threading) and how (eager or
+        compiled, prefix caching)."""
         import ray
         import torch
 
         from srlm.host import descendant_pids
 
+        config = self._llm.llm_engine.vllm_config
         return {
             "pid": os.getpid(),
             "child_pids": descendant_pids(),
@@ -40,6 +42,10 @@ class VLLMEngineActor:
             "torch_threads": torch.get_num_threads(),
             "niceness": os.nice(0),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            # What the engine actually runs with, as vLLM resolved the arguments (backend.engine_mode,
+            # backend.enable_prefix_caching), not what was asked for.
+            "enforce_eager": config.model_config.enforce_eager,
+            "prefix_caching": bool(config.cache_config.enable_prefix_caching),
         }
 
     def generate(self, prompts: list[list[int]], sampling: dict[str, Any]) -> list[SampleLists]:

