@@ -5,6 +5,7 @@ AWS connections, which live in the Airflow package (srlm_airflow) and are import
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -283,19 +284,28 @@ def test_the_parent_watch_has_stopped_when_the_entry_point_returns(tmp_store, tm
     capsys.readouterr()
 
 
-def test_an_orphaned_step_is_interrupted_and_the_watch_ends_with_it():
+@pytest.mark.parametrize("sigint", ["python", "ignored", "default"])
+def test_an_orphaned_step_is_interrupted_and_the_watch_ends_with_it(sigint):
+    # "ignored": how a step (or this test run) started in the background by a non-interactive shell finds SIGINT;
+    # `_thread.interrupt_main()` alone does nothing then, and the step would run on until grace_s os._exits it
+    # (CI's silent pytest death at 61%, when .ci/run was started with `&`).
+    previous = signal.signal(
+        signal.SIGINT, {"python": signal.default_int_handler, "ignored": signal.SIG_IGN, "default": signal.SIG_DFL}[sigint]
+    )
     # Watch our real parent first, then make it "exit": had the watch been built already orphaned, its interrupt
-    # could land before `watch` was assigned, nothing would stop it, and after grace_s it would os._exit the test
-    # run (CI's silent pytest death at 61%).
-    watch = task.ParentWatch(poll_s=0.05, grace_s=30)
+    # could land before `watch` was assigned, nothing would stop it, and after grace_s it would os._exit the test run.
+    watch = task.ParentWatch(poll_s=0.05, grace_s=600)
     assert watch._thread is not None, "no watch thread: this test needs a parent other than PID 1"
     try:
         with pytest.raises(KeyboardInterrupt):
             watch._parent = 2**22 + 1  # not our parent: as if it had exited
-            while True:  # the step's work, until the watcher interrupts it
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # the step's work, until the watcher interrupts it
                 time.sleep(0.01)
+            pytest.fail("the orphaned step was not interrupted within 20 s")
     finally:
-        watch.stop()
+        watch.stop()  # (on a failure too: the watch must not os._exit the test run later)
+        signal.signal(signal.SIGINT, previous)
     assert watch.orphaned.is_set()
     assert watch._thread is not None and not watch._thread.is_alive()
 

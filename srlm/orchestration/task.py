@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -106,6 +107,17 @@ ORPHAN_POLL_S = 1.0
 ORPHAN_GRACE_S = 30.0  # after this, an orphaned step that has not unwound is ended without cleanup
 
 
+def _handle_sigint() -> None:
+    """Give SIGINT Python's own handler (KeyboardInterrupt) when it has none, so that `_thread.interrupt_main()`
+    reaches the main thread: it does nothing while SIGINT is ignored or at its default, and a process started in the
+    background by a non-interactive shell (`cmd &`, as a CI runner or a job supervisor may) inherits it ignored.
+    Called from the main thread (signal handlers can be set nowhere else); elsewhere the disposition stays."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class ParentWatch:
     """Interrupts the main thread (KeyboardInterrupt: `with` blocks close engines and Ray) once this process is
     orphaned, and ends it after `grace_s` if it is still running.
@@ -123,6 +135,7 @@ class ParentWatch:
         self._parent = os.getppid() if parent is None else parent  # the process to outlive
         self._thread: threading.Thread | None = None
         if self._parent > 1:  # PID 1 of a container, or started orphaned: no parent to outlive
+            _handle_sigint()
             self._thread = threading.Thread(target=self._watch, name="srlm-exit-with-parent", daemon=True)
             self._thread.start()
 
