@@ -131,7 +131,11 @@ def test_dpo_run_scores_every_candidate_and_promotes_the_best(tiny_model_dir, tm
 
     metrics = scorer.evaluate(eval_dataset=dpo_dataset(held_uri))
     assert metrics[EVAL_METRICS["reward_accuracy"]] == pytest.approx(best.reward_accuracy, abs=1e-6)
-    assert metrics[EVAL_METRICS["loss"]] == pytest.approx(best.loss, rel=1e-4)
+    # The recorded loss came from stored reference log-probs and the rescore computes them in the step, with
+    # mixed_precision auto (bf16 autocast on this CPU) and CPU reductions whose order varies with threading: the two
+    # agree to ~1e-3 (a CI run measured 1.9493 vs 1.9507). Neighbouring checkpoints differ by ~30% (2.54 at step 6),
+    # so 1e-2 still tells the promoted weights from any other candidate's.
+    assert metrics[EVAL_METRICS["loss"]] == pytest.approx(best.loss, rel=1e-2)
 
 
 def test_the_dpo_step_summary_shows_the_choice_and_every_candidate():
