@@ -135,11 +135,11 @@ def run_child(argv: list[str]) -> None:
     subprocess.run([sys.executable, __file__, *argv], check=True)
 
 
-def ratio(results: dict[str, dict[str, Any]], a: str, b: str, key: str, *, inverse: bool = False) -> float | None:
+def ratio(results: dict[str, dict[str, Any]], a: str, b: str, key: str) -> float | None:
+    """results[a][key] ÷ results[b][key], or None when either variant was not run."""
     if a not in results or b not in results:
         return None
-    x, y = results[a][key], results[b][key]
-    return round(y / x if inverse else x / y, 2)
+    return round(results[a][key] / results[b][key], 2)
 
 
 def main(argv: list[str] | None = None) -> int:
