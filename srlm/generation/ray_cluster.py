@@ -36,8 +36,15 @@ def connect(address: str | None) -> bool:
             return False
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
+            # A head on the loopback address (srlm's embedded one: `make up`, srlm.orchestration.ray_head) runs in
+            # Ray's single-node mode, and a driver joins it only in that mode too (otherwise it looks for a raylet
+            # on the machine's routable address and waits for ever).
+            on_loopback = address.split("://")[-1].startswith(f"{LOOPBACK_IP}:")
+            if on_loopback:
+                _send_the_local_token()
             try:
-                ray.init(address=address, log_to_driver=True)
+                with _single_node_on_loopback() if on_loopback else contextlib.nullcontext():
+                    ray.init(address=address, log_to_driver=True)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise BackendError(f"backend.ray_address {address}: cannot connect to Ray: {exc}") from exc
             return False
@@ -54,6 +61,17 @@ def connect(address: str | None) -> bool:
         _local_head_users = 1
         log.info("started a local Ray head for the vLLM engines")
         return True
+
+
+def _send_the_local_token() -> None:
+    """Ray 2.60 turns token authentication on for a head started while ~/.ray/auth_token exists (srlm's local
+    heads too; a first local `ray.init` writes that file), but a driver joining it sends the token only in token
+    mode: a driver the head starts (a Ray job's) inherits the mode, one started beside it (`srlm engines`, a step
+    given the head's address) takes it the way `ray start` does, when the token file is there and RAY_AUTH_MODE
+    says nothing else. (Ray caches the mode in its config, so setting the variable alone is too late.)"""
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ unpickle vLLM objects and the driver never imports vLLM. The actor is threaded (
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 # Samples of one request, as lists: texts, generated token counts, vLLM finish reasons.
@@ -23,6 +24,10 @@ class VLLMEngineActor:
         from vllm import LLM
 
         self._llm = LLM(**llm_kwargs)
+        # vllm.LLM is not thread-safe, and an engine pool can receive a second generate call while one runs: a
+        # retried step's, while the killed first try's call is still generating (a running actor call cannot be
+        # cancelled). The second waits for the first.
+        self._generating = threading.Lock()
         self._bar: Any = None
         self._devnull = open(os.devnull, "w")
 
@@ -51,10 +56,11 @@ class VLLMEngineActor:
     def generate(self, prompts: list[list[int]], sampling: dict[str, Any]) -> list[SampleLists]:
         from vllm import SamplingParams
 
-        self._bar = None
-        outputs = self._llm.generate(
-            [{"prompt_token_ids": ids} for ids in prompts], SamplingParams(**sampling), use_tqdm=self._silent_bar
-        )
+        with self._generating:
+            self._bar = None
+            outputs = self._llm.generate(
+                [{"prompt_token_ids": ids} for ids in prompts], SamplingParams(**sampling), use_tqdm=self._silent_bar
+            )
         results: list[SampleLists] = []
         for output in outputs:
             samples = sorted(output.outputs, key=lambda s: s.index)
@@ -98,7 +104,8 @@ def actor_options(*, num_cpus: float, num_gpus: float, env: dict[str, str], **ex
     return {
         "num_cpus": num_cpus,
         "num_gpus": num_gpus,
-        "max_concurrency": 2,  # generate + progress polls
+        # generate, progress polls, and a second generate waiting for the first (an engine pool's retried step)
+        "max_concurrency": 4,
         "max_restarts": 0,
         "runtime_env": {"env_vars": env},
         **extra,

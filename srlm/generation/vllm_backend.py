@@ -1,23 +1,27 @@
 """Generation with vLLM engines hosted as Ray actors (OpenRLHF style), data parallel over replicas.
 
-The driver renders and tokenizes prompts once (the same way the transformers backend does), deals them out
-round-robin to `num_replicas` engine actors, and gathers the samples back in request order. Each actor owns one
-`vllm.LLM`: on GPU it holds `tensor_parallel_size` GPUs (a placement group when that is more than one); on CPU it
-holds its share of a node's cores, with the threading set explicitly (see `_cpu_env`).
+The driver renders and tokenizes prompts once (the same way the transformers backend does), splits them into
+contiguous shares for the `num_replicas` engine actors, and gathers the samples back in request order. Each actor
+owns one `vllm.LLM`: on GPU it holds `tensor_parallel_size` GPUs (a placement group when that is more than one); on
+CPU it holds its share of a node's cores, with the threading set explicitly (see `_cpu_env`).
+
+The replicas belong to an engine pool (srlm.generation.engine_pool): with backend.engine_scope set, the backends
+of that scope attach to one running pool and leave it running when they close; without, the backend's pool is its
+own and stops with it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from srlm.config import BackendConfig
 from srlm.errors import BackendError
-from srlm.generation import ray_cluster
+from srlm.generation import engine_pool, ray_cluster
 from srlm.generation.base import Completion, GenerationBackend, GenerationStats, Request, Sampling
 from srlm.generation.device import DTYPES
 from srlm.generation.prompts import (
@@ -27,13 +31,11 @@ from srlm.generation.prompts import (
     render_prompt_ids,
     stop_token_ids,
 )
-from srlm.generation.ray_engine import VLLMEngineActor, actor_options
+from srlm.generation.ray_engine import actor_options
 from srlm.models.loading import check_model_files, vllm_kwargs
 
 log = logging.getLogger(__name__)
 
-# How long replicas may take to load the model and warm up (a compiled CPU engine compiles for a minute or two).
-ENGINE_START_TIMEOUT_S = 1800.0
 PROGRESS_POLL_S = 0.5
 FINISH_REASONS = ("stop", "length")
 
@@ -62,21 +64,79 @@ def _cpu_env(threads: int) -> dict[str, str]:
     return _engine_env({"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": str(threads)})
 
 
-@dataclass(frozen=True)
-class _Engine:
-    """How one replica starts: Ray actor options, LLM arguments on top of the shared ones, and environment
-    variables the actor must drop before vLLM starts."""
+def replica_plan(
+    num_replicas: int, tensor_parallel_size: int, placement_groups: list[Any]
+) -> list[tuple[dict[str, Any], dict[str, Any], tuple[str, ...]]]:
+    """How each replica starts, decided inside its engine pool: Ray actor options, vLLM arguments on top of the
+    shared ones, and environment variables the actor must drop before vLLM starts."""
+    import ray
 
-    options: dict[str, Any]
-    llm_kwargs: dict[str, Any]
-    unset_env: tuple[str, ...]
+    if ray_cluster.has_gpus():
+        return _gpu_replicas(num_replicas, tensor_parallel_size, placement_groups)
+    # The free cores are shared out evenly; a replica reserves no more than its share, so all can start.
+    cpu_share = ray.available_resources().get("CPU", 0) / num_replicas
+    threads = max(1, min(int(cpu_share), ray_cluster.cpus_per_node()))
+    options = actor_options(num_cpus=min(threads, cpu_share), num_gpus=0, env=_cpu_env(threads))
+    return [(options, {}, ())] * num_replicas
+
+
+def _gpu_replicas(
+    replicas: int, tp: int, placement_groups: list[Any]
+) -> list[tuple[dict[str, Any], dict[str, Any], tuple[str, ...]]]:
+    """Replicas placed as OpenRLHF places them: one placement group of replicas × tensor_parallel_size GPU
+    bundles; a one-GPU replica runs vLLM inside its actor, a larger one runs vLLM's Ray executor on its own
+    bundles (taken node by node, so tensor-parallel workers share a node)."""
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    group = ray.util.placement_group([{"GPU": 1, "CPU": 1}] * (replicas * tp), strategy="PACK")
+    placement_groups.append(group)
+    try:
+        ray.get(group.ready(), timeout=engine_pool.ENGINE_START_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise BackendError(
+            f"vLLM: the Ray cluster cannot place {replicas} replica(s) × {tp} GPU(s) "
+            f"(it has {ray.cluster_resources().get('GPU', 0):.0f} GPUs)"
+        ) from exc
+    by_node: dict[str, list[int]] = {}
+    for bundle, node in ray.util.placement_group_table(group)["bundles_to_node_id"].items():
+        by_node.setdefault(node, []).append(bundle)
+    bundles = [b for node_bundles in by_node.values() for b in node_bundles]
+    plan = []
+    for replica in range(replicas):
+        own = bundles[replica * tp : (replica + 1) * tp]
+        strategy = PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_capture_child_tasks=True, placement_group_bundle_index=own[0]
+        )
+        if tp == 1:
+            options = actor_options(num_cpus=1, num_gpus=1, env=_engine_env({}), scheduling_strategy=strategy)
+            plan.append((options, {"distributed_executor_backend": "uni"}, ()))
+            continue
+        env = _engine_env(
+            {
+                "VLLM_RAY_BUNDLE_INDICES": ",".join(map(str, own)),
+                "VLLM_RAY_PER_WORKER_GPUS": "1",
+                # vLLM's engine process must join this cluster, not start its own.
+                "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+            }
+        )
+        options = actor_options(num_cpus=0, num_gpus=0, env=env, scheduling_strategy=strategy)
+        # The actor holds no GPU itself; Ray must not narrow CUDA_VISIBLE_DEVICES for the workers it starts.
+        plan.append((options, {"distributed_executor_backend": "ray", "tensor_parallel_size": tp}, ("CUDA_VISIBLE_DEVICES",)))
+    return plan
 
 
 class VLLMBackend(GenerationBackend):
     name = "vllm"
 
     def __init__(
-        self, model_path: str, cfg: BackendConfig, *, dtype: str = "auto", chat_template: str | None = None
+        self,
+        model_path: str,
+        cfg: BackendConfig,
+        *,
+        dtype: str = "auto",
+        chat_template: str | None = None,
+        labels: dict[str, str] | None = None,
     ) -> None:
         if cfg.num_replicas < 1:
             raise BackendError(f"backend.num_replicas: must be at least 1, got {cfg.num_replicas}")
@@ -91,94 +151,45 @@ class VLLMBackend(GenerationBackend):
         self._tokenizer = load_tokenizer(model_path, chat_template)
         self._stop_ids = stop_token_ids(self._tokenizer, model_path)
         self._actors: list[Any] = []
-        self._placement_groups: list[Any] = []
+        self._pool: engine_pool.AttachedPool | None = None
         self._owns_ray = ray_cluster.connect(cfg.ray_address)
-        self.engine_info: list[dict[str, Any]] = []
         start = time.perf_counter()
         try:
-            self._start_engines(model_path, dtype)
+            self._pool = engine_pool.attach(
+                self._pool_spec(model_path, dtype, labels or {}),
+                functools.partial(replica_plan, cfg.num_replicas, cfg.tensor_parallel_size),
+            )
         except BaseException:
             self.close()
             raise
+        self._actors = list(self._pool.replicas)
+        self.engine_info: list[dict[str, Any]] = self._pool.engine_info
+        self.started_engines = self._pool.started_here  # False: attached to a pool that was already running
         self.start_seconds = time.perf_counter() - start
         self._stats = GenerationStats(
-            extra={"backend": self.name, "replicas": cfg.num_replicas, "start_s": self.start_seconds}
+            extra={
+                "backend": self.name,
+                "replicas": cfg.num_replicas,
+                "start_s": self.start_seconds,
+                "engine_pool": self._pool.name,
+                "started_engines": self.started_engines,
+            }
         )
-        log.info("%d vLLM replica(s) ready in %.1f s", cfg.num_replicas, self.start_seconds)
+        how = "started" if self.started_engines else "attached to"
+        log.info("%s %d vLLM replica(s) (pool %s) in %.1f s", how, cfg.num_replicas, self._pool.name, self.start_seconds)
 
-    def _start_engines(self, model_path: str, dtype: str) -> None:
-        import ray
-
+    def _pool_spec(self, model_path: str, dtype: str, labels: dict[str, str]) -> engine_pool.PoolSpec:
         cfg = self._cfg
-        on_gpu = ray_cluster.has_gpus()
-        llm_kwargs = engine_kwargs(model_path, cfg, dtype, on_gpu=on_gpu)
-        remote_cls = ray.remote(VLLMEngineActor)
-        if on_gpu:
-            engines = self._gpu_engines()
-        else:
-            # The free cores are shared out evenly; a replica reserves no more than its share, so all can start.
-            cpu_share = ray.available_resources().get("CPU", 0) / cfg.num_replicas
-            threads = max(1, min(int(cpu_share), ray_cluster.cpus_per_node()))
-            options = actor_options(num_cpus=min(threads, cpu_share), num_gpus=0, env=_cpu_env(threads))
-            engines = [_Engine(options, {}, ())] * cfg.num_replicas
-        for engine in engines:
-            self._actors.append(
-                remote_cls.options(**engine.options).remote({**llm_kwargs, **engine.llm_kwargs}, engine.unset_env)
-            )
-        try:
-            self.engine_info = ray.get([a.info.remote() for a in self._actors], timeout=ENGINE_START_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError as exc:
-            raise BackendError(
-                f"vLLM: {cfg.num_replicas} replica(s) did not start within {ENGINE_START_TIMEOUT_S:.0f} s; does the "
-                "Ray cluster have the CPUs/GPUs for them?"
-            ) from exc
-        except ray.exceptions.RayError as exc:
-            raise BackendError(f"vLLM: an engine replica failed to start: {_cause(exc)}") from exc
-
-    def _gpu_engines(self) -> list[_Engine]:
-        """Replicas placed as OpenRLHF places them: one placement group of replicas × tensor_parallel_size GPU
-        bundles; a one-GPU replica runs vLLM inside its actor, a larger one runs vLLM's Ray executor on its own
-        bundles (taken node by node, so tensor-parallel workers share a node)."""
-        import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        tp, replicas = self._cfg.tensor_parallel_size, self._cfg.num_replicas
-        group = ray.util.placement_group([{"GPU": 1, "CPU": 1}] * (replicas * tp), strategy="PACK")
-        self._placement_groups.append(group)
-        try:
-            ray.get(group.ready(), timeout=ENGINE_START_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError as exc:
-            raise BackendError(
-                f"vLLM: the Ray cluster cannot place {replicas} replica(s) × {tp} GPU(s) "
-                f"(it has {ray.cluster_resources().get('GPU', 0):.0f} GPUs)"
-            ) from exc
-        by_node: dict[str, list[int]] = {}
-        for bundle, node in ray.util.placement_group_table(group)["bundles_to_node_id"].items():
-            by_node.setdefault(node, []).append(bundle)
-        bundles = [b for node_bundles in by_node.values() for b in node_bundles]
-        engines = []
-        for replica in range(replicas):
-            own = bundles[replica * tp : (replica + 1) * tp]
-            strategy = PlacementGroupSchedulingStrategy(
-                placement_group=group, placement_group_capture_child_tasks=True, placement_group_bundle_index=own[0]
-            )
-            if tp == 1:
-                options = actor_options(num_cpus=1, num_gpus=1, env=_engine_env({}), scheduling_strategy=strategy)
-                engines.append(_Engine(options, {"distributed_executor_backend": "uni"}, ()))
-                continue
-            env = _engine_env(
-                {
-                    "VLLM_RAY_BUNDLE_INDICES": ",".join(map(str, own)),
-                    "VLLM_RAY_PER_WORKER_GPUS": "1",
-                    # vLLM's engine process must join this cluster, not start its own.
-                    "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
-                }
-            )
-            options = actor_options(num_cpus=0, num_gpus=0, env=env, scheduling_strategy=strategy)
-            # The actor holds no GPU itself; Ray must not narrow CUDA_VISIBLE_DEVICES for the workers it starts.
-            llm_kwargs = {"distributed_executor_backend": "ray", "tensor_parallel_size": tp}
-            engines.append(_Engine(options, llm_kwargs, ("CUDA_VISIBLE_DEVICES",)))
-        return engines
+        shared = cfg.engine_scope is not None
+        return engine_pool.PoolSpec(
+            scope=cfg.engine_scope if shared else engine_pool.private_scope(),
+            llm_kwargs=engine_kwargs(model_path, cfg, dtype, on_gpu=ray_cluster.has_gpus()),
+            replicas=cfg.num_replicas,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            lease_s=cfg.engine_lease_s,
+            owner=None if shared else engine_pool.OwnerProcess.this_process(),
+            labels={"model": model_path, **labels},
+        )
 
     def fits(self, requests: Sequence[Request]) -> list[bool]:
         return prompts_fit(render_prompt_ids(self._tokenizer, requests), self._cfg.max_model_len)
@@ -207,7 +218,7 @@ class VLLMBackend(GenerationBackend):
         try:
             outputs = self._wait(refs, len(prompts) * sampling.n, progress)
         except ray.exceptions.RayError as exc:
-            raise BackendError(f"vLLM generation failed: {_cause(exc)}") from exc
+            raise BackendError(f"vLLM generation failed: {engine_pool.cause(exc)}") from exc
         seconds = time.perf_counter() - start
         answers = [answer for share in outputs for answer in share]
         completions: list[Completion] = []
@@ -239,26 +250,22 @@ class VLLMBackend(GenerationBackend):
         return ray.get(refs)
 
     def close(self) -> None:
-        """Stop every engine, kill the actors and wait until they are gone, so their RAM / GPU memory is free."""
+        """Let go of the engines: a private pool is stopped (its RAM / GPU memory is free when this returns), a
+        scope's pool is left running for the scope's next backend."""
         import ray
 
-        actors, self._actors = self._actors, []
-        if actors and ray.is_initialized():  # (if someone shut Ray down under us, the actors went with it)
-            shutdowns = [actor.shutdown.remote() for actor in actors]
-            try:
-                ray.get(shutdowns, timeout=120)
-            except ray.exceptions.RayError as exc:
-                log.warning("vLLM engine shutdown failed, killing the actor anyway: %s", _cause(exc))
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
-            for actor in actors:
-                _wait_dead(actor)
-        groups, self._placement_groups = self._placement_groups, []
-        for group in groups if ray.is_initialized() else []:
-            ray.util.remove_placement_group(group)
-        if self._owns_ray:
-            self._owns_ray = False
-            ray_cluster.release()
+        pool, self._pool = self._pool, None
+        self._actors = []
+        try:
+            if pool is not None and ray.is_initialized():  # (if someone shut Ray down under us, the pool went too)
+                if self._cfg.engine_scope is None:
+                    pool.stop()
+                else:
+                    pool.detach()
+        finally:
+            if self._owns_ray:
+                self._owns_ray = False
+                ray_cluster.release()
 
 
 def contiguous_shares(count: int, replicas: int) -> list[slice]:
@@ -323,33 +330,3 @@ def sampling_params(sampling: Sampling, stop_ids: list[int]) -> dict[str, Any]:
         "stop": list(sampling.stop),
         "stop_token_ids": list(stop_ids),
     }
-
-
-def _wait_dead(actor: Any, timeout: float = 60.0) -> None:
-    """Return once Ray reports the actor dead, i.e. its worker process has exited."""
-    import ray
-
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            ray.get(actor.progress.remote(), timeout=left)
-        except ray.exceptions.GetTimeoutError:
-            break
-        except ray.exceptions.RayError:  # ActorDiedError, or OutOfMemoryError when Ray's OOM killer got there first
-            return
-        time.sleep(0.1)  # the kill has not landed yet
-    log.warning("a killed vLLM actor was still not reported dead after %.0f s", timeout)
-
-
-def _cause(exc: BaseException) -> str:
-    """One line for a Ray exception: the vLLM error it wraps, not Ray's traceback."""
-    import ray
-
-    if isinstance(exc, ray.exceptions.OutOfMemoryError):
-        return (
-            "Ray's memory monitor killed the engine because the node ran low on RAM; lower "
-            "backend.gpu_memory_utilization (on CPU, the share of RAM for the KV cache) or free memory"
-        )
-    cause = getattr(exc, "cause", None) or exc.__cause__ or exc
-    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"

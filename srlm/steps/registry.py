@@ -125,6 +125,10 @@ def _evaluation_of(layout: Any, iteration: int) -> str:
     return layout.eval_result(checkpoint_id(iteration), "", "")
 
 
+def _run_of(layout: Any, iteration: int) -> str:
+    return layout.run_uri  # the engines step commits nothing; its result names the run it served
+
+
 def _judgment_pairs_of(layout: Any, iteration: int) -> str:
     return f"{layout.iteration(iteration).rstrip('/')}/judgment_pairs"  # the store's join_uri, kept stdlib-only
 
@@ -315,6 +319,19 @@ STEPS: tuple[StepDef, ...] = (
             CliOption("--judgment-pairs", "input:judgment_pairs",
                       _iteration_dir("Judgment pairs (run.method meta_rewarding).") + "judgment_pairs."),
         ),
+    ),
+    StepDef(
+        name="engines",
+        summary="Start, free or stop the engine pool of backend.engine_scope (options: action start | free | stop).",
+        description="start: reap orphaned pools, then start the pool on the model the generation steps use (M_{T-1}); "
+        "free: stop the scope's pools and wait until the resources the training job needs are free; stop: stop "
+        "the scope's pools (a DAG's teardown). `srlm engines list|stop` shows and stops pools by hand.",
+        runner="srlm.steps.engines:run_step",
+        inputs=("model",),
+        output=_run_of,
+        timeout=timedelta(hours=1),
+        iteration=False,
+        resources=GENERATION,
     ),
     StepDef(
         name="evaluate",
