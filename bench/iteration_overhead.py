@@ -45,8 +45,11 @@ def engine_starts(temp_dir: str) -> int:
     from srlm.generation.engine_pool import START_LOG_MARK
 
     count = 0
-    for path in Path(temp_dir).glob("session_*/logs/worker-*.out"):
-        count += path.read_text(errors="replace").count(START_LOG_MARK)
+    for session in Path(temp_dir).glob("session_*"):
+        if session.is_symlink():  # session_latest points at a session counted under its own name
+            continue
+        for path in session.glob("logs/worker-*.out"):
+            count += path.read_text(errors="replace").count(START_LOG_MARK)
     return count
 
 

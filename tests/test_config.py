@@ -521,7 +521,7 @@ def test_config_show_json_has_values_help_and_paper_flags(capsys):
     assert shown["judge.num_samples"]["is_paper"] is True
     assert shown["sft.learning_rate"] == {
         **shown["sft.learning_rate"],
-        "value": 5e-5,
+        "value": 1e-4,
         "paper": 5.5e-6,
         "is_paper": False,
     }
@@ -534,7 +534,7 @@ def test_config_show_table_marks_the_papers_values(capsys):
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert lines["key"].split()[:3] == ["key", "value", "paper"]
     assert lines["dpo.beta"].split()[1:3] == ["0.1", "✓"] and field_doc("dpo.beta").help in lines["dpo.beta"]
-    assert lines["sft.learning_rate"].split()[1:4] == ["5e-05", "5.5e-06", "(paper)"]
+    assert lines["sft.learning_rate"].split()[1:4] == ["0.0001", "5.5e-06", "(paper)"]
     assert lines["store.uri"].split()[1:3] == ["srlm-store", "—"]
     assert len(lines) == len(list(iter_field_docs())) + 1
 

@@ -258,7 +258,7 @@ def test_an_auto_continued_iteration_keeps_asking_for_judge_approval():
 
 
 def test_the_iteration_shares_one_engine_pool_freed_before_dpo_and_torn_down_whatever_happens(dagbag):
-    from airflow.utils.trigger_rule import TriggerRule
+    from airflow.task.trigger_rule import TriggerRule
 
     from srlm_airflow.dag_defaults import engine_scope, engine_scope_prefix
 

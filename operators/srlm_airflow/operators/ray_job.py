@@ -6,9 +6,10 @@ is not run again; FAILED or STOPPED → a fresh job is submitted as `<id>-r1`, `
 On top of that the operator uses Airflow 3.3's ResumableJobMixin, which records the id in the task state store,
 so a worker that dies mid-poll reconnects instead of resubmitting.
 
-While the job runs the task is deferred (the default): the worker submits or reattaches, hands the job to a
-RayJobTrigger in the triggerer and frees its slot; `execute_complete` then copies the job's log into the task log
-and returns its result. With `deferrable=False` the worker follows the job itself, streaming its log live.
+While the job runs the task is deferred (the default): the worker submits or reattaches, waits up to
+`defer_after` seconds (a short job ends there, without the round trip), hands the job to a RayJobTrigger in the
+triggerer and frees its slot; `execute_complete` then copies the job's log into the task log and returns its
+result. With `deferrable=False` the worker follows the job itself, streaming its log live.
 
 A job whose entrypoint exits with PERMANENT_FAILURE_EXIT_CODE (srlm's config and data errors) fails the task
 without spending retries. Killing the task (cleared, marked failed, timed out) stops the Ray job, on the worker
@@ -19,6 +20,7 @@ Returns a small JSON-safe value: the `srlm-task-result:` line the job printed, o
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -47,11 +49,18 @@ if TYPE_CHECKING:
 # How long after the trigger's own execution_timeout deadline Airflow fails the deferred task anyway (a backstop for
 # a trigger that cannot reach the cluster any more).
 TRIGGER_TIMEOUT_GRACE = timedelta(minutes=5)
+BRIEF_POLL_S = 0.5  # status polls while a deferrable task waits on its worker before deferring
 
 
 def default_deferrable() -> bool:
     """`[srlm] deferrable` (AIRFLOW__SRLM__DEFERRABLE; True unless set): the triggerer follows long jobs."""
     return conf.getboolean("srlm", "deferrable", fallback=True)
+
+
+def default_defer_after() -> float:
+    """`[srlm] defer_after` (AIRFLOW__SRLM__DEFER_AFTER; 20 unless set): seconds a deferrable task follows its job
+    on the worker before deferring."""
+    return conf.getfloat("srlm", "defer_after", fallback=20.0)
 
 
 class RayJobOperator(ResumableJobMixin, BaseOperator):
@@ -67,6 +76,10 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
         reserves for the entrypoint process (templated; strings are converted).
     :param deferrable: wait in the triggerer (default: `[srlm] deferrable`, True) instead of on the worker.
     :param poll_interval: seconds between status polls (the trigger's; the worker's when log streaming fails).
+    :param defer_after: deferrable: seconds to follow the job on the worker before deferring (default:
+        `[srlm] defer_after`, 20). A job that ends
+        within them (most of srlm's CPU steps take a few seconds) returns at once instead of paying the triggerer
+        round trip: the trigger's poll, and a second start of the task on a worker to resume it.
     :param stream_logs: when not deferred, follow the job log over the Jobs API websocket (falls back to polling).
     :param submission_prefix: first part of every submission id.
     """
@@ -97,7 +110,8 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
         entrypoint_memory: int | str | None = None,
         entrypoint_resources: dict[str, float] | None = None,
         deferrable: bool | None = None,
-        poll_interval: float = 5.0,
+        poll_interval: float = 2.0,
+        defer_after: float | None = None,
         stream_logs: bool = True,
         submission_prefix: str = "srlm",
         **kwargs: Any,
@@ -114,6 +128,7 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
         self.entrypoint_resources = entrypoint_resources
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.poll_interval = poll_interval
+        self.defer_after = default_defer_after() if defer_after is None else defer_after
         self.stream_logs = stream_logs
         self.submission_prefix = submission_prefix
         self._jobs: RayJobs | None = None
@@ -177,7 +192,7 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
         sid = str(external_id)
         self._following = self.last_submission_id = sid
         if self.deferrable:
-            outcome = self.jobs.snapshot(sid)
+            outcome = self._wait_briefly(sid)
             if outcome.status not in TERMINAL_STATUSES:
                 self.log.info("Ray job %s is %s at %s: deferring to the triggerer", sid, outcome.status,
                               self.jobs.address)
@@ -208,6 +223,16 @@ class RayJobOperator(ResumableJobMixin, BaseOperator):
         return self.result_value(result, sid)
 
     # -- helpers ------------------------------------------------------------------------------------------------
+    def _wait_briefly(self, sid: str) -> JobOutcome:
+        """The job's state once it ended or `defer_after` seconds passed, whichever comes first."""
+        deadline = time.monotonic() + self.defer_after
+        while True:
+            outcome = self.jobs.snapshot(sid)
+            left = deadline - time.monotonic()
+            if outcome.status in TERMINAL_STATUSES or left <= 0:
+                return outcome
+            time.sleep(min(BRIEF_POLL_S, left))
+
     @property
     def jobs(self) -> RayJobs:
         if self._jobs is None:
