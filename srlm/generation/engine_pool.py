@@ -117,6 +117,11 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def renew_every(lease_s: float) -> float:
+    """How often an attached backend renews its pool's lease: three times per lease."""
+    return max(1.0, lease_s / 3)
+
+
 def private_scope() -> str:
     """A scope no other backend shares: a pool with the lifetime of one backend."""
     return f"private:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -246,7 +251,10 @@ class EnginePoolActor:
                 "created": self._created,
                 "lease_until": self._lease_until,
                 "lease_s": self._spec.lease_s,
-                "holders": sorted(self._holders),
+                # A holder that missed two renewals (its process was killed before it could release) is not shown.
+                "holders": sorted(
+                    h for h, seen in self._holders.items() if time.time() - seen <= 2 * renew_every(self._spec.lease_s)
+                ),
                 "replicas": len(self._engine_info),
                 "nodes": sorted({info["node_id"] for info in self._engine_info}),
                 "pids": [info["pid"] for info in self._engine_info],
@@ -310,7 +318,7 @@ class AttachedPool:
     def _renew(self, lease_s: float) -> None:
         import ray
 
-        while not self._stop_renewing.wait(max(1.0, lease_s / 3)):
+        while not self._stop_renewing.wait(renew_every(lease_s)):
             try:
                 ray.get(self.handle.renew.remote(self.holder), timeout=CONTROL_TIMEOUT_S)
             except Exception as exc:  # a failed renewal is retried; generation itself reports a dead pool
