@@ -112,15 +112,17 @@ with DAG(
 
     run_plan = plan()
 
+    def engines_task(task_id: str, options: dict, **kwargs) -> SrlmStepOperator:
+        """A task of the `engines` step: it starts, frees or stops the run's engine pool."""
+        return SrlmStepOperator(
+            task_id=task_id, step="engines", plan=run_plan, options=options,
+            execution_timeout=step_timeout("engines"), **kwargs,
+        )  # fmt: skip
+
     # Setup: the engine pool every generation task attaches to. The DAG runs one run at a time (max_active_runs),
     # so a pool of another of its runs is an orphan (its run was deleted, or its teardown never ran) and is reaped.
-    engines_up = SrlmStepOperator(
-        task_id="engines_up",
-        step="engines",
-        plan=run_plan,
-        options={"action": "start", "reap_scope_prefix": engine_scope_prefix(dag.dag_id)},
-        pool=GPU_POOL,
-        execution_timeout=step_timeout("engines"),
+    engines_up = engines_task(
+        "engines_up", {"action": "start", "reap_scope_prefix": engine_scope_prefix(dag.dag_id)}, pool=GPU_POOL
     )
 
     prompts = SrlmStepOperator(
@@ -209,24 +211,12 @@ with DAG(
     accept_judge >> dpo
     # The engines' memory goes to training: stop M_{t-1}'s pool once nothing generates on it any more, and wait
     # until Ray reports the training job's CPUs/GPUs free.
-    free_engines = SrlmStepOperator(
-        task_id="free_engines",
-        step="engines",
-        plan=run_plan,
-        options={"action": "free"},
-        execution_timeout=step_timeout("engines"),
-    )
+    free_engines = engines_task("free_engines", {"action": "free"})
     [judge, meta_judge] >> free_engines >> dpo
     published = evaluate_and_publish(run_plan, dpo.output, seed=False)
 
     # Teardown: stops the scope's pools (evaluation's on M_t, or M_{t-1}'s after a failure) whatever happened to
     # the tasks between it and engines_up; a run that ends without it leaves pools that the lease or the next
     # run's engines_up reaps.
-    engines_down = SrlmStepOperator(
-        task_id="engines_down",
-        step="engines",
-        plan=run_plan,
-        options={"action": "stop"},
-        execution_timeout=step_timeout("engines"),
-    )
+    engines_down = engines_task("engines_down", {"action": "stop"})
     published >> engines_down.as_teardown(setups=engines_up)

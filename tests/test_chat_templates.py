@@ -222,7 +222,7 @@ def test_vllm_engines_get_prompts_rendered_with_the_configured_template(template
 
     monkeypatch.setattr(vllm_backend.ray_cluster, "connect", lambda address: False)
     monkeypatch.setattr(vllm_backend.ray_cluster, "has_gpus", lambda: False)
-    recorder = vllm_backend.engine_pool.AttachedPool("recorder", None, "test", [RecordingEngine()], [], True, 0.0)
+    recorder = vllm_backend.engine_pool.AttachedPool("recorder", None, "test", [RecordingEngine()], [], True)
     monkeypatch.setattr(vllm_backend.engine_pool, "attach", lambda spec, plan: recorder)
     monkeypatch.setattr(ray, "get", lambda refs, **kwargs: refs)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)

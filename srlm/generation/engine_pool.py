@@ -22,13 +22,15 @@ How pools end:
   - `stop_pool` / `stop_scope` (a backend closing its private pool, the DAG's teardown task, `srlm engines stop`);
   - the lease: attached backends renew it while they are open, and a pool nobody renewed for
     backend.engine_lease_s stops itself (a driver or DAG run that died without stopping it);
-  - reaping, at every pool start: pools whose lease ran out, whose owner process on this host is gone (a killed
-    `srlm iterate`), or whose scope the caller declares over (`reap_scope_prefix`: the srlm_iteration DAG runs one
-    run at a time, so any other run's pool is an orphan) are stopped before the new one starts.
+  - reaping, at every pool start: pools whose lease ran out or whose owner process on this host is gone (a killed
+    `srlm iterate`) are stopped before the new one starts; the `engines` step's start also reaps the pools of
+    scopes its caller declares over (`reap_orphans(scope_prefix_to_reap=…)`: the srlm_iteration DAG runs one run
+    at a time, so any other run's pool is an orphan).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -37,7 +39,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -214,7 +216,7 @@ class EnginePoolActor:
         if self._state == STOPPING:
             raise BackendError(f"engine pool {self._spec.name} is stopping")
         self.renew(holder)
-        return {"replicas": list(self._replicas), "engine_info": self._engine_info, "start_s": self._start_seconds}
+        return {"replicas": list(self._replicas), "engine_info": self._engine_info}
 
     def check_replicas(self) -> list[str]:
         """The replicas that no longer answer (a killed engine process): such a pool must be replaced."""
@@ -309,7 +311,6 @@ class AttachedPool:
     replicas: list[Any]
     engine_info: list[dict[str, Any]]
     started_here: bool  # whether this attach paid the engine start (False: the pool was already running)
-    start_seconds: float
     _stop_renewing: threading.Event = field(default_factory=threading.Event)
 
     def keep_renewed(self, lease_s: float) -> None:
@@ -340,7 +341,7 @@ class AttachedPool:
         stop_pool(self.name)
 
 
-def attach(spec: PoolSpec, plan: ReplicaPlan, *, reap_scope_prefix: str | None = None) -> AttachedPool:
+def attach(spec: PoolSpec, plan: ReplicaPlan) -> AttachedPool:
     """The running pool for `spec`, started if it is not running (the caller must be connected to Ray).
 
     First reaps orphans and stops the scope's pools of other engines; a pool whose replicas failed or died is
@@ -349,11 +350,12 @@ def attach(spec: PoolSpec, plan: ReplicaPlan, *, reap_scope_prefix: str | None =
     """
     import ray
 
-    reap_orphans(scope_prefix_to_reap=reap_scope_prefix, keep_scope=spec.scope)
-    for other in list_pools():
-        if other["scope"] == spec.scope and other["name"] != spec.name:
-            log.info("stopping engine pool %s: scope %s now runs other engines", other["name"], spec.scope)
-            stop_pool(other["name"])
+    for other in list_pools():  # one listing serves both: orphans, and the scope's pools of other engines
+        reason = orphan_reason(other)
+        if reason is None and other["scope"] == spec.scope and other["name"] != spec.name:
+            reason = f"scope {spec.scope} now runs other engines"
+        if reason and stop_pool(other["name"]):
+            log.warning("stopped engine pool %s (scope %s): %s", other["name"], other["scope"], reason)
     holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     for _try in (1, 2):  # a pool found with dead replicas is started again once
         handle = _get_or_create(spec, plan)
@@ -368,7 +370,7 @@ def attach(spec: PoolSpec, plan: ReplicaPlan, *, reap_scope_prefix: str | None =
         dead = [] if started_here else ray.get(handle.check_replicas.remote(), timeout=CONTROL_TIMEOUT_S * 4)
         if not dead:
             pool = AttachedPool(
-                spec.name, handle, holder, ready["replicas"], ready["engine_info"], started_here, ready["start_s"]
+                spec.name, handle, holder, ready["replicas"], ready["engine_info"], started_here
             )
             pool.keep_renewed(spec.lease_s)
             return pool
@@ -453,13 +455,12 @@ def stop_scope(scope: str) -> list[str]:
     return [pool["name"] for pool in list_pools() if pool["name"].startswith(prefix) and stop_pool(pool["name"])]
 
 
-def orphan_reason(pool: dict[str, Any], *, now: float | None = None, scope_prefix_to_reap: str | None = None,
+def orphan_reason(pool: dict[str, Any], *, scope_prefix_to_reap: str | None = None,
                   keep_scope: str | None = None) -> str | None:
     """Why a described pool is an orphan, or None while someone may still use it."""
-    now = time.time() if now is None else now
     if pool.get("state") == "unresponsive":
         return None  # busy or dying; its own lease ends it
-    if now > pool["lease_until"]:
+    if time.time() > pool["lease_until"]:
         return f"nobody renewed its lease for {pool['lease_s']:.0f} s"
     owner = pool.get("owner")
     if owner and OwnerProcess(**owner).is_gone():
@@ -532,17 +533,12 @@ def wait_dead(actor: Any, timeout: float = 60.0) -> None:
     log.warning("a killed Ray actor was still not reported dead after %.0f s", timeout)
 
 
-def connected(address: str | None):
-    """A context manager connected to Ray (ray_cluster.connect/release), for callers that only manage pools."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def session():
-        owns = ray_cluster.connect(address)
-        try:
-            yield
-        finally:
-            if owns:
-                ray_cluster.release()
-
-    return session()
+@contextlib.contextmanager
+def connected(address: str | None) -> Iterator[None]:
+    """Connected to Ray (ray_cluster.connect/release) for the block, for callers that only manage pools."""
+    owns = ray_cluster.connect(address)
+    try:
+        yield
+    finally:
+        if owns:
+            ray_cluster.release()

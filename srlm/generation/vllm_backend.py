@@ -136,7 +136,6 @@ class VLLMBackend(GenerationBackend):
         *,
         dtype: str = "auto",
         chat_template: str | None = None,
-        labels: dict[str, str] | None = None,
     ) -> None:
         if cfg.num_replicas < 1:
             raise BackendError(f"backend.num_replicas: must be at least 1, got {cfg.num_replicas}")
@@ -156,7 +155,7 @@ class VLLMBackend(GenerationBackend):
         start = time.perf_counter()
         try:
             self._pool = engine_pool.attach(
-                self._pool_spec(model_path, dtype, labels or {}),
+                self._pool_spec(model_path, dtype),
                 functools.partial(replica_plan, cfg.num_replicas, cfg.tensor_parallel_size),
             )
         except BaseException:
@@ -178,7 +177,7 @@ class VLLMBackend(GenerationBackend):
         how = "started" if self.started_engines else "attached to"
         log.info("%s %d vLLM replica(s) (pool %s) in %.1f s", how, cfg.num_replicas, self._pool.name, self.start_seconds)
 
-    def _pool_spec(self, model_path: str, dtype: str, labels: dict[str, str]) -> engine_pool.PoolSpec:
+    def _pool_spec(self, model_path: str, dtype: str) -> engine_pool.PoolSpec:
         cfg = self._cfg
         shared = cfg.engine_scope is not None
         return engine_pool.PoolSpec(
@@ -188,7 +187,7 @@ class VLLMBackend(GenerationBackend):
             tensor_parallel_size=cfg.tensor_parallel_size,
             lease_s=cfg.engine_lease_s,
             owner=None if shared else engine_pool.OwnerProcess.this_process(),
-            labels={"model": model_path, **labels},
+            labels={"model": model_path},
         )
 
     def fits(self, requests: Sequence[Request]) -> list[bool]:

@@ -36,7 +36,7 @@ def run_step(ctx: StepContext, call: StepCall) -> StepResult:
         return StepResult(ctx.layout.run_uri, reused=None, outputs={**outputs, "pools": []})
     with engine_pool.connected(cfg.ray_address):
         if action == "start":
-            outputs.update(_start(ctx, call, engine_pool))
+            outputs.update(_start(ctx, call))
         else:
             stopped = engine_pool.stop_scope(cfg.engine_scope)
             ctx.echo(f"engines {action}: stopped {len(stopped)} pool(s) of scope {cfg.engine_scope}")
@@ -48,7 +48,8 @@ def run_step(ctx: StepContext, call: StepCall) -> StepResult:
     return StepResult(ctx.layout.run_uri, reused=None, outputs=outputs)
 
 
-def _start(ctx: StepContext, call: StepCall, engine_pool) -> dict[str, Any]:
+def _start(ctx: StepContext, call: StepCall) -> dict[str, Any]:
+    from srlm.generation import engine_pool
     from srlm.steps.backends import new_backend_pool
     from srlm.steps.checkpoints import call_model
 
